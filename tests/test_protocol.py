@@ -1,0 +1,112 @@
+"""The protocol on scripted loss sequences: crossings, the K extra steps, divergence, targets never reached."""
+
+import math
+
+import pytest
+
+from surge_repro.protocol import CAPPED, DIVERGED, DONE, TargetTracker
+
+
+def drive(tracker, losses, probe_losses=None):
+    """Feed minibatch losses (and, per step, the probe loss the model would have); return events and probe steps."""
+    probe_losses = probe_losses or losses
+    events, probed = [], []
+    for step, loss in enumerate(losses, start=1):
+        if tracker.finished:
+            break
+
+        def probe(step=step):
+            probed.append(step)
+            return probe_losses[step - 1]
+
+        events += tracker.update(step, loss, probe)
+    return events, probed
+
+
+def linear(start, slope, n):
+    return [round(start - slope * i, 10) for i in range(1, n + 1)]  # round: 2 - 0.001 * 100 is 1.9
+
+
+def test_crossing_is_the_first_step_at_or_below_target_and_drop_spans_k_steps():
+    losses = linear(2.0, 0.01, 400)  # step s has loss 2 - 0.01 s: 1.5 at s = 50, 1.0 at s = 100
+    t = TargetTracker(targets=[1.0, 1.5], k=10, batch_size=4, initial_loss=2.0, probe_every=64, probe_min_gap=4)
+    events, probed = drive(t, losses)
+    assert t.status == DONE
+    hi, lo = t.records[1.5], t.records[1.0]
+    assert (hi.steps, lo.steps) == (50, 100)  # exact, although probes are sparse
+    assert lo.examples == 400  # E = B * S
+    assert lo.probe_loss == pytest.approx(1.0) and lo.probe_loss_after_k == pytest.approx(0.9)
+    assert lo.loss_drop == pytest.approx(0.1)  # over exactly K = 10 steps
+    assert [e["event"] for e in events] == ["target", "after_k", "target", "after_k"]
+    assert len(probed) < 30  # sparse: far fewer probes than the 110 steps
+    assert probed[-1] == 110  # the run stops once the last window closes
+
+
+def test_targets_are_measured_on_the_probe_not_on_noisy_minibatch_losses():
+    n = 300
+    probe = linear(2.0, 0.01, n)
+    noisy = [p + (0.8 if i % 2 else -0.8) for i, p in enumerate(probe)]  # minibatch losses jump +-0.8
+    t = TargetTracker(targets=[1.2], k=5, batch_size=1, initial_loss=2.0, probe_every=32, probe_min_gap=1)
+    drive(t, noisy, probe)
+    assert t.records[1.2].steps == 80
+    assert t.records[1.2].loss_drop == pytest.approx(0.05)
+
+
+def test_several_targets_can_be_crossed_at_once_and_windows_overlap():
+    losses = [2.0] * 20 + [0.5] * 40  # a cliff: both targets fall at step 21
+    t = TargetTracker(targets=[1.5, 1.0], k=5, batch_size=8, initial_loss=2.0, probe_every=8, probe_min_gap=8)
+    drive(t, losses)
+    assert t.records[1.5].steps == t.records[1.0].steps == 21
+    assert t.status == DONE
+
+
+def test_never_reached_target_records_no_steps_and_status_capped():
+    losses = linear(2.0, 0.001, 500)  # reaches 1.5 at step 500, never 1.0
+    t = TargetTracker(targets=[1.9, 1.0], k=10, batch_size=2, initial_loss=2.0, probe_min_gap=2, max_steps=300)
+    events, _ = drive(t, losses)
+    assert t.status == CAPPED
+    assert t.records[1.9].steps == 100 and t.records[1.9].measured
+    assert t.records[1.0].steps is None and t.records[1.0].examples is None
+    assert events[-1] == {"event": "capped", "step": 300, "reason": "step or example cap",
+                          "targets_not_reached": [1.0]}
+
+
+def test_a_window_open_at_the_cap_is_completed_first():
+    losses = linear(2.0, 0.01, 400)
+    t = TargetTracker(targets=[1.5], k=20, batch_size=1, initial_loss=2.0, probe_every=1, max_steps=55)
+    drive(t, losses)
+    assert t.status == DONE and t.records[1.5].steps == 50
+    assert t.records[1.5].loss_drop == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_loss_diverges_and_keeps_earlier_crossings(bad):
+    losses = linear(2.0, 0.01, 60) + [bad] + [0.1] * 100
+    t = TargetTracker(targets=[1.5, 1.0], k=30, batch_size=1, initial_loss=2.0, probe_every=1)
+    events, _ = drive(t, losses)
+    assert t.status == DIVERGED
+    assert events[-1]["event"] == "diverged" and events[-1]["step"] == 61
+    assert t.records[1.5].steps == 50 and not t.records[1.5].measured  # its window was cut by the divergence
+    assert not t.records[1.0].reached
+
+
+def test_runaway_loss_diverges():
+    losses = [2.0] * 10 + [50.0] * 50
+    t = TargetTracker(targets=[1.0], k=5, batch_size=64, initial_loss=2.3, diverge_factor=3.0)
+    drive(t, losses)
+    assert t.status == DIVERGED
+
+
+def test_update_after_finish_is_an_error():
+    t = TargetTracker(targets=[1.0], k=1, batch_size=1, initial_loss=2.0, probe_every=1)
+    drive(t, [0.5, 0.4])
+    with pytest.raises(RuntimeError):
+        t.update(3, 0.3, lambda: 0.3)
+
+
+def test_a_stalled_run_is_capped_early():
+    losses = linear(2.3, 0.01, 30) + [2.0] * 100_000  # an LR that kills every unit: the loss goes flat
+    t = TargetTracker(targets=[1.0], k=5, batch_size=16, initial_loss=2.3, probe_every=256, patience=4096)
+    events, _ = drive(t, losses)
+    assert t.status == CAPPED and "no new best loss in 4096 examples" in events[-1]["reason"]
+    assert 4096 <= events[-1]["step"] * 16 <= 2 * 4096 + 30 * 16
