@@ -1,0 +1,96 @@
+"""The W&B mirror of the store (``logger=wandb``), through the real wandb library.
+
+The store is the source of truth; the mirror copies it to W&B for browsing: group = experiment, name = the point's
+signature, the resolved config as the run config, metrics as history, the summary (per-target S, E, loss drop) as
+the run summary, and the report's figure in a ``report`` run of the same group.
+
+Nothing in here may fail a run or lose a metric: every call to wandb is guarded, the first failure is logged once as
+a warning and the mirror goes quiet for the rest of the run, while the store keeps everything.
+
+``logger.mode``: ``auto`` goes online when W&B credentials are present (WANDB_API_KEY, or a ~/.netrc entry written
+by ``wandb login``) and offline otherwise, so a user without network still gets runs that ``wandb sync`` uploads
+later; ``online``, ``offline`` and ``disabled`` force a mode. A WANDB_MODE in the environment wins over all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+
+def resolve_mode(mode: str) -> str:
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return "online" if netrc.netrc().authenticators(host) else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+class Mirror:
+    """One W&B run. Construct with the ``logger`` config node (``None`` or ``name: none`` gives a silent mirror)."""
+
+    def __init__(self, logger_cfg: Any, *, group: str, name: str, config: dict, directory: Path,
+                 job_type: str = "train"):
+        self.run = None
+        if logger_cfg is None or logger_cfg.get("name") == "none":
+            return
+        self._guard("init", self._init, logger_cfg, group, name, config, directory, job_type)
+
+    def _init(self, logger_cfg: Any, group: str, name: str, config: dict, directory: Path, job_type: str) -> None:
+        import wandb  # imported only when mirroring: it costs a second and starts a service
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=logger_cfg.project, entity=logger_cfg.get("entity"), group=group, name=name,
+            job_type=job_type, tags=list(logger_cfg.get("tags") or []), config=flatten(config),
+            dir=str(directory), mode=resolve_mode(logger_cfg.mode),
+            settings=wandb.Settings(quiet=True, console="off", reinit="create_new", silent=True),
+        )
+
+    def _guard(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as err:  # any failure of the mirror: warn once, go quiet, never fail the run
+            log.warning("W&B mirror: %s failed (%s: %s); continuing without it, the store has everything",
+                        what, type(err).__name__, err)
+            self.run = None
+
+    def log(self, record: dict, step: int) -> None:
+        if self.run is not None:
+            self._guard("log", self.run.log, record, step)
+
+    def log_image(self, key: str, path: Path) -> None:
+        if self.run is not None:
+            import wandb
+
+            self._guard("log_image", lambda: self.run.log({key: wandb.Image(str(path))}))
+
+    def finish(self, summary: dict | None = None) -> None:
+        if self.run is None:
+            return
+        if summary:
+            self._guard("summary", self.run.summary.update, flatten(summary))
+        if self.run is not None:
+            self._guard("finish", self.run.finish)
+        self.run = None
