@@ -1,0 +1,1 @@
+"""In-house models (plain ``nn.Module``s). Third-party models (timm, transformers) are built straight from config."""

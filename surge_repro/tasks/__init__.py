@@ -1,0 +1,59 @@
+"""Tasks: the data a workload trains on, and its loss. The training loop sees only this contract.
+
+A task supplies ``batches(batch_size, seed)`` (an endless iterator of batches of exactly ``batch_size`` units),
+``probe(size, seed)`` (one fixed batch of training data on which the protocol measures loss drops), ``loss(model,
+batch)`` (a scalar tensor: the mean training loss of the batch) and ``batch_unit`` (what ``batch.size`` counts).
+Builders live in ``vision`` (one function per dataset); ``prepare`` is the only code that downloads or converts data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+class DataError(RuntimeError):
+    """Data missing or unreadable. The message names the command that fixes it."""
+
+
+@dataclass
+class TensorTask:
+    """Classification on tensors held in memory (on the CPU, or on the GPU after ``to``)."""
+
+    name: str
+    inputs: torch.Tensor  # N x C x H x W, float32, normalised
+    labels: torch.Tensor  # N, int64
+    batch_unit: str = "examples"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "TensorTask":
+        return TensorTask(self.name, self.inputs.to(device), self.labels.to(device), self.batch_unit)
+
+    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epochs of a fresh random order drawn from ``seed``; a batch never spans two epochs, so each has exactly
+        ``batch_size`` examples (the tail of an epoch shorter than a batch is skipped)."""
+        n = len(self)
+        if batch_size > n:
+            raise ValueError(f"batch.size={batch_size} exceeds the {n} training examples of {self.name}")
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            order = torch.randperm(n, generator=gen).to(self.labels.device)
+            for start in range(0, n - batch_size + 1, batch_size):
+                idx = order[start:start + batch_size]
+                yield self.inputs[idx], self.labels[idx]
+
+    def probe(self, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` training examples drawn once from ``seed`` (the whole set if it is smaller)."""
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=gen)[:size].to(self.labels.device)
+        return self.inputs[idx], self.labels[idx]
+
+    @staticmethod
+    def loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, labels = batch
+        return F.cross_entropy(model(inputs), labels)

@@ -1,0 +1,39 @@
+"""Fetch and convert a task's data into ``paths.data``: the only code in the suite that downloads.
+
+    python -m surge_repro.tasks.prepare task=fashion_mnist                 # into data/ (paths.data)
+    python -m surge_repro.tasks.prepare task=fashion_mnist paths.data=/scratch/data force=true
+
+Arguments are Hydra overrides of ``conf/prepare.yaml`` (the main config plus ``force``). Tasks read only local files,
+so a training job never touches the network.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from surge_repro.config import compose
+from surge_repro.tasks import DataError, vision
+
+PREPARE = {"fashion_mnist": vision.prepare_fashion_mnist}
+NO_DATA = {"synthetic_images"}
+
+
+def main(argv: list[str]) -> int:
+    cfg = compose(argv, config_name="prepare")
+    name = cfg.task.name
+    if name in NO_DATA:
+        print(f"task {name} generates its data; nothing to prepare")
+        return 0
+    if name not in PREPARE:
+        print(f"no prepare step for task {name}; tasks with one: {', '.join(sorted(PREPARE))}", file=sys.stderr)
+        return 2
+    try:
+        print(PREPARE[name](cfg.paths.data, force=bool(cfg.force)))
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
