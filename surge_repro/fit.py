@@ -1,0 +1,204 @@
+"""The paper's estimators, as pure functions of the tidy table (``store.load_grid``), with bootstrap intervals.
+
+For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
+
+1. The optimal LR of each batch size: the LR whose mean loss drop over the K extra steps is largest (``optimal_lr``).
+   It is flagged ``on_edge`` when it sits on the first or last LR of the grid, or next to an LR that has no measured
+   drop (all runs diverged or never reached the target there): the true optimum may lie beyond.
+2. S and E at that LR (mean over seeds), and Eq 22: 1/S = -B_noise * (1/E) + 1/S_min, a least-squares line of 1/S on
+   1/E whose slope is -B_noise and intercept 1/S_min (``fit_b_noise``).
+3. eps_max of each law by Eq 23 / Eq 24: the mean over the grid's batch sizes of eps_opt(B) divided by the law's shape
+   at the fitted B_noise (``fit_eps_max``). B_noise is shared; only eps_max differs between the three curves.
+
+``fit_target`` does all three on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
+paper's rounds) with replacement, the same seeds for every cell, which keeps the pairing of a seed's runs across the
+grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. Everything comes back with its n.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from surge_repro.theory import LAWS, law_shape
+
+CI = (2.5, 97.5)
+
+
+@dataclass
+class Grid:
+    """One target's runs as arrays over (batch size, LR, seed); NaN where a run is missing or did not measure."""
+
+    target: float
+    batch_sizes: np.ndarray
+    lrs: np.ndarray
+    seeds: np.ndarray
+    drop: np.ndarray  # loss drop after K steps; -inf where the run diverged inside the window
+    steps: np.ndarray  # S; NaN where the target was not reached
+    n_runs: int
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, target: float, lrs: np.ndarray | None = None) -> "Grid":
+        rows = table[np.isclose(table["target_loss"], target)]
+        bs = np.sort(rows["batch_size"].unique()).astype(float)
+        lr_axis = np.sort(np.unique(np.round(rows["lr"].to_numpy(float), 12))) if lrs is None else np.asarray(lrs)
+        seeds = np.sort(rows["seed"].unique()).astype(int)
+        shape = (len(bs), len(lr_axis), len(seeds))
+        drop, steps = np.full(shape, np.nan), np.full(shape, np.nan)
+        b_i = np.searchsorted(bs, rows["batch_size"].to_numpy(float))
+        l_i = np.searchsorted(lr_axis, np.round(rows["lr"].to_numpy(float), 12))
+        s_i = np.searchsorted(seeds, rows["seed"].to_numpy(int))
+        drop[b_i, l_i, s_i] = rows["loss_drop_after_k"].to_numpy(float)
+        steps[b_i, l_i, s_i] = rows["steps_to_target"].to_numpy(float)
+        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows))
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN, silently
+        return np.nanmean(a, axis=axis)
+
+
+def optimal_lr(mean_drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the best LR per batch size (-1 where no LR has a finite mean drop) and the on-edge flag.
+
+    ``mean_drop``: (..., n_batch, n_lr). On edge: the best LR is the grid's first or last, or a neighbour has no
+    finite drop (diverged or not measured there).
+    """
+    finite = np.isfinite(mean_drop)
+    best = np.argmax(np.where(finite, mean_drop, -np.inf), axis=-1)
+    best = np.where(finite.any(axis=-1), best, -1)
+    n_lr = mean_drop.shape[-1]
+    padded = np.concatenate([np.zeros_like(finite[..., :1]), finite, np.zeros_like(finite[..., :1])], axis=-1)
+    idx = np.clip(best, 0, n_lr - 1)[..., None]
+    below = np.take_along_axis(padded, idx, axis=-1)[..., 0]  # padded[i] is finite[i - 1]
+    above = np.take_along_axis(padded, idx + 2, axis=-1)[..., 0]
+    on_edge = (best >= 0) & (~below | ~above)
+    return best, on_edge
+
+
+def fit_b_noise(steps, examples) -> tuple[float, float]:
+    """Eq 22 by least squares: 1/S = -B_noise / E + 1/S_min. Returns (B_noise, S_min); NaN with < 2 finite points."""
+    s, e = np.asarray(steps, float), np.asarray(examples, float)
+    ok = np.isfinite(s) & np.isfinite(e) & (s > 0) & (e > 0)
+    if ok.sum() < 2 or np.ptp(1 / e[ok]) == 0:
+        return math.nan, math.nan
+    slope, intercept = np.polyfit(1 / e[ok], 1 / s[ok], 1)
+    return float(-slope), float(1 / intercept) if intercept > 0 else math.nan
+
+
+def fit_eps_max(batch_sizes, lr_opt, b_noise: float, law: str) -> float:
+    """Eq 23 (law ``adam``) or Eq 24 (``sgd_alpha1``, ``sgd_alpha0.5``): mean over B of eps_opt(B) / shape(B)."""
+    b, lr = np.asarray(batch_sizes, float), np.asarray(lr_opt, float)
+    ok = np.isfinite(lr)
+    if not (b_noise > 0) or not ok.any():
+        return math.nan
+    return float(np.mean(lr[ok] / law_shape(law, b[ok], b_noise)))
+
+
+@dataclass
+class TargetFit:
+    """The fitted numbers of one target, with bootstrap intervals (lists [lo, hi]) and the n behind them."""
+
+    target: float
+    n_runs: int
+    n_seeds: int
+    n_boot: int
+    batch_sizes: list[float]
+    lrs: list[float]
+    lr_opt: list[float]  # per batch size; NaN where no LR measured a drop
+    lr_opt_ci: list[list[float]]
+    lr_opt_agreement: list[float]  # share of replicates whose optimum is the same LR as the data's
+    on_edge: list[bool]
+    drop_at_opt: list[float]
+    seeds_at_opt: list[int]
+    steps_at_opt: list[float]  # S (mean over seeds) at the optimal LR
+    examples_at_opt: list[float]
+    b_noise: float
+    b_noise_ci: list[float]
+    s_min: float
+    s_min_ci: list[float]
+    eps_max: dict[str, float]
+    eps_max_ci: dict[str, list[float]]
+    peak_batch_size: float  # the B whose optimal LR is largest (first of ties)
+    peak_batch_size_ci: list[float]
+    mean_drop: list[list[float]] = field(repr=False)  # (batch size, LR), for the heatmap
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _estimates(grid: Grid, seed_idx: np.ndarray) -> dict:
+    """Every estimate for each row of ``seed_idx`` (replicates x seeds, indices into grid.seeds)."""
+    mean_drop = _nanmean(grid.drop[:, :, seed_idx], axis=-1).transpose(2, 0, 1)  # (rep, B, LR)
+    best, on_edge = optimal_lr(mean_drop)
+    lr_opt = np.where(best >= 0, grid.lrs[np.clip(best, 0, None)], np.nan)  # (rep, B)
+    steps = grid.steps[:, :, seed_idx].transpose(2, 0, 1, 3)  # (rep, B, LR, seeds)
+    at_opt = np.take_along_axis(steps, np.clip(best, 0, None)[..., None, None], axis=2)[:, :, 0, :]
+    s_opt = np.where(best >= 0, _nanmean(at_opt, axis=-1), np.nan)
+    e_opt = s_opt * grid.batch_sizes
+    out = {"mean_drop": mean_drop, "best": best, "on_edge": on_edge, "lr_opt": lr_opt, "s_opt": s_opt,
+           "e_opt": e_opt, "b_noise": [], "s_min": [], **{f"eps_max/{law}": [] for law in LAWS}}
+    for r in range(len(seed_idx)):
+        b_noise, s_min = fit_b_noise(s_opt[r], e_opt[r])
+        out["b_noise"].append(b_noise)
+        out["s_min"].append(s_min)
+        for law in LAWS:
+            out[f"eps_max/{law}"].append(fit_eps_max(grid.batch_sizes, lr_opt[r], b_noise, law))
+    peak = np.where(np.isfinite(lr_opt).any(axis=1),
+                    grid.batch_sizes[np.argmax(np.where(np.isfinite(lr_opt), lr_opt, -np.inf), axis=1)], np.nan)
+    out["peak"] = peak
+    return out
+
+
+def _ci(values) -> list[float]:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return [float(x) for x in np.percentile(v, CI)] if len(v) else [math.nan, math.nan]
+
+
+def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0) -> TargetFit:
+    n_seeds = len(grid.seeds)
+    point = _estimates(grid, np.arange(n_seeds)[None, :])
+    rng = np.random.default_rng(seed)
+    boot = _estimates(grid, rng.integers(0, n_seeds, size=(n_boot, n_seeds)))
+    best, lr_opt = point["best"][0], point["lr_opt"][0]
+    agreement = (boot["best"] == best[None, :]).mean(axis=0)
+    drop_at_opt = np.where(best >= 0, np.take_along_axis(point["mean_drop"][0], np.clip(best, 0, None)[:, None],
+                                                         axis=1)[:, 0], np.nan)
+    seeds_at_opt = [int(np.isfinite(grid.drop[b, l]).sum()) if l >= 0 else 0 for b, l in enumerate(best)]
+    notes = []
+    b_noise = point["b_noise"][0]
+    if not b_noise > 0:
+        notes.append(f"Eq 22 gave B_noise = {b_noise:.3g}: the S-E points show no speed/data trade-off, so no law "
+                     f"is fitted")
+    if n_seeds < 2:
+        notes.append("one seed: the intervals are degenerate; run more rounds")
+    if point["on_edge"][0].any():
+        edge = [int(b) for b, e in zip(grid.batch_sizes, point["on_edge"][0]) if e]
+        notes.append(f"optimal LR on the edge of the measured LR range at B = {edge}: the optimum may lie beyond")
+    return TargetFit(
+        target=grid.target, n_runs=grid.n_runs, n_seeds=n_seeds, n_boot=n_boot,
+        batch_sizes=grid.batch_sizes.tolist(), lrs=grid.lrs.tolist(), lr_opt=lr_opt.tolist(),
+        lr_opt_ci=[_ci(boot["lr_opt"][:, i]) for i in range(len(grid.batch_sizes))],
+        lr_opt_agreement=agreement.tolist(), on_edge=point["on_edge"][0].tolist(),
+        drop_at_opt=drop_at_opt.tolist(), seeds_at_opt=seeds_at_opt,
+        steps_at_opt=point["s_opt"][0].tolist(), examples_at_opt=point["e_opt"][0].tolist(),
+        b_noise=b_noise, b_noise_ci=_ci(boot["b_noise"]), s_min=point["s_min"][0], s_min_ci=_ci(boot["s_min"]),
+        eps_max={law: point[f"eps_max/{law}"][0] for law in LAWS},
+        eps_max_ci={law: _ci(boot[f"eps_max/{law}"]) for law in LAWS},
+        peak_batch_size=float(point["peak"][0]), peak_batch_size_ci=_ci(boot["peak"]),
+        mean_drop=point["mean_drop"][0].tolist(), notes=notes,
+    )
+
+
+def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[TargetFit]:
+    """One ``TargetFit`` per target in the table, highest target first, on the LR axis of the whole table."""
+    lrs = np.sort(np.unique(np.round(table["lr"].to_numpy(float), 12)))
+    targets = sorted(table["target_loss"].unique(), reverse=True)
+    return [fit_target(Grid.from_table(table, t, lrs), n_boot=n_boot, seed=seed) for t in targets]
