@@ -38,13 +38,14 @@ def _is_geometric(values: np.ndarray) -> bool:
 
 
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges half-way between grid values (in log space for a log axis); never below 0 on a linear axis."""
     v = np.log(values) if log else np.asarray(values, float)
     if len(v) == 1:
         mid = np.array([v[0] - 0.5, v[0] + 0.5]) if not log else np.array([v[0] - 0.3, v[0] + 0.3])
     else:
         inner = (v[1:] + v[:-1]) / 2
         mid = np.concatenate([[v[0] - (inner[0] - v[0])], inner, [v[-1] + (v[-1] - inner[-1])]])
-    return np.exp(mid) if log else mid
+    return np.exp(mid) if log else np.maximum(mid, 0.0)
 
 
 def _fmt_ci(value: float, ci: list[float], fmt: str = ".3g") -> str:
@@ -78,23 +79,23 @@ def heatmap_panel(ax, fit: TargetFit) -> None:
             ax.errorbar(b[mask], lr_opt[mask], yerr=yerr[:, mask], fmt="o", ms=7, mfc=face, mec="tab:red",
                         mew=1.8, ecolor="tab:red", elinewidth=1.2, capsize=3, label=label, zorder=5)
 
+    x_edges = _edges(b, log_b)
     if fit.b_noise > 0:
-        grid_b = np.geomspace(b.min() * 0.8, b.max() * 1.2, 300) if log_b else np.linspace(
-            max(b.min() - 0.5 * (b[1] - b[0] if len(b) > 1 else 1), 1e-3), b.max() + 0.5 * (b[-1] - b[-2] if len(
-                b) > 1 else 1), 300)
+        grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(
+            max(x_edges[0], 1e-3 * x_edges[-1]), x_edges[-1], 300)
         for law, (label, fn) in LAWS.items():
             eps = fit.eps_max[law]
             if math.isfinite(eps):
                 ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g}",
                         **LAW_STYLE[law], zorder=4)
-        lo, hi = ax.get_xlim()
+        lo, hi = x_edges[0], x_edges[-1]
         if lo <= fit.b_noise <= hi:
             ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fit.b_noise:.3g}", zorder=4)
         else:
             ax.plot([], [], color="red", ls="--", label=f"B_noise = {fit.b_noise:.3g} (off the axis)")
     ax.set_xscale("log" if log_b else "linear")
     ax.set_yscale("log" if log_lr else "linear")
-    ax.set_xlim(_edges(b, log_b)[[0, -1]])
+    ax.set_xlim(x_edges[[0, -1]])
     ax.set_ylim(_edges(lrs, log_lr)[[0, -1]])
     ax.set_xlabel("batch size B")
     ax.set_ylabel("learning rate")
@@ -112,6 +113,7 @@ def se_panel(ax, fit: TargetFit) -> None:
         ax.plot(x, 1 / fit.s_min - fit.b_noise * x, color="red", ls="--",
                 label=f"Eq 22: slope -B_noise\nB_noise = {_fmt_ci(fit.b_noise, fit.b_noise_ci)}\n"
                       f"S_min = {_fmt_ci(fit.s_min, fit.s_min_ci)}")
+    ax.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3))
     ax.set_xlabel("1 / E   (E = examples to target)")
     ax.set_ylabel("1 / S   (S = steps to target)")
     ax.set_xlim(left=0)
@@ -120,15 +122,14 @@ def se_panel(ax, fit: TargetFit) -> None:
 
 def surge_figure(fits: list[TargetFit], title: str) -> Figure:
     """A row of (heatmap, S-E) panels per target."""
-    fig, axes = plt.subplots(len(fits), 2, figsize=(13, 5.6 * len(fits)), squeeze=False,
+    fig, axes = plt.subplots(len(fits), 2, figsize=(13, 5.6 * len(fits)), squeeze=False, layout="constrained",
                              gridspec_kw={"width_ratios": [1.45, 1]})
     for (left, right), fit in zip(axes, fits):
         heatmap_panel(left, fit)
         se_panel(right, fit)
         left.set_title(f"target loss {fit.target:g}: {fit.n_runs} runs, {len(fit.batch_sizes)} B x "
                        f"{len(fit.lrs)} LR x {fit.n_seeds} seeds", fontsize=10)
-        right.set_title(f"peak of the optimal LR at B = {_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci)}",
-                        fontsize=10)
+        right.set_title(f"observed peak of the optimal LR at B = "
+                        f"{_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, '.4g')}", fontsize=10)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return fig

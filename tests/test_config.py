@@ -1,0 +1,114 @@
+"""Every config composes; Table 1's grids are exact; impossible values and unknown names fail with the fix named."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from surge_repro.config import CONF_DIR, ConfigError, build, validate
+from surge_repro.hydra_callbacks import sweep_size
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sweep_values(cfg, key):
+    return [float(v) for v in str(cfg.hydra.sweeper.params[key]).split(",")]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_validates_and_builds(make_cfg, experiment):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={experiment}", "batch.size=4", "optimizer.lr=1e-3"],
+                      return_hydra_config=True)
+    validate(cfg)
+    assert cfg.experiment_name == experiment
+    assert sweep_size(cfg) >= 1 and "seed" in cfg.hydra.sweeper.params
+    text = (CONF_DIR / "experiment" / f"{experiment}.yaml").read_text()
+    for field in ("command:", "points:", "cost:", "outcome:"):  # the header every experiment file carries
+        assert field in text, f"{experiment}.yaml header lacks {field}"
+    model = build(cfg.model)
+    optimizer = build(cfg.optimizer)(model.parameters())
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_table1_cnn_grids_are_exact():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        b = compose("config", overrides=["+experiment=fig2b_cnn5_fmnist_small_bs"], return_hydra_config=True)
+        c = compose("config", overrides=["+experiment=fig2c_cnn5_fmnist_large_bs"], return_hydra_config=True)
+        few = compose("config", overrides=["+experiment=fig2b_cnn5_fmnist_small_bs", "rounds=3"],
+                      return_hydra_config=True)
+    lrs = [k * 1e-4 for k in range(1, 11)]
+    assert sweep_values(b, "optimizer.lr") == pytest.approx(lrs) and sweep_values(c, "optimizer.lr") == pytest.approx(lrs)
+    assert sweep_values(b, "batch.size") == list(range(1, 13))
+    assert sweep_values(c, "batch.size") == list(range(64, 1165, 100))
+    assert b.optimizer.betas == [0.9, 0.999] and b.protocol.k == 10 and b.model.name == "cnn5"
+    assert sweep_size(b) == sweep_size(c) == 120 * 100  # the paper's 100 rounds are seeds
+    assert sweep_size(few) == 120 * 3
+
+
+def test_cnn5_is_the_documented_size(make_cfg):
+    model = build(make_cfg("task=fashion_mnist", "model=cnn5", tiny=False).model)
+    assert sum(p.numel() for p in model.parameters()) == 61_706  # as conf/model/cnn5.yaml says
+
+
+@pytest.mark.parametrize("override,message", [
+    ("batch.size=0", "batch.size must be an integer > 0, got 0. Fix: batch.size=8"),
+    ("batch.size=-3", "batch.size must be an integer > 0"),
+    ("batch.size=2.5", "batch.size must be an integer > 0, got 2.5"),
+    ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0. Fix: optimizer.lr=3e-4"),
+    ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0"),
+    ("protocol.k=0", "protocol.k must be an integer > 0, got 0. Fix: protocol.k=10"),
+    ("protocol.targets=[]", "protocol.targets must be a non-empty list"),
+    ("protocol.targets=[1.0,-2]", "protocol.targets must be a non-empty list of positive"),
+    ("protocol.diverge_factor=0.5", "diverge_factor must be > 1"),
+    ("experiment_name=a/b", "experiment_name must be a plain name"),
+    ("device=gpu", "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_impossible_values_name_the_fix(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        validate(make_cfg(override))
+
+
+def test_unset_batch_size_says_how_to_set_it(make_cfg):
+    with pytest.raises(ConfigError, match=r"batch.size is not set: add batch.size=<value>"):
+        validate(make_cfg(tiny=False))
+
+
+def test_unknown_keys_and_names_are_refused(make_cfg):
+    with pytest.raises(ConfigCompositionException, match=r"(?s)model/resnet9000.*Available options in .model.:\s+cnn5"):
+        make_cfg("model=resnet9000")
+    with pytest.raises((ConfigCompositionException, ConfigAttributeError, ConfigKeyError), match="btach"):
+        make_cfg("btach.size=3")
+
+
+def run_py(*args, cwd=ROOT, env_store=None):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_run_py_refuses_bad_input_before_training(tmp_path):
+    bad = run_py("task=synthetic_images", "model=tiny_mlp", "batch.size=0", "optimizer.lr=1e-3",
+                 f"paths.store={tmp_path}")
+    assert bad.returncode != 0 and "batch.size must be an integer > 0, got 0. Fix: batch.size=8" in bad.stderr
+    unknown = run_py("optimizer.lrr=1", f"paths.store={tmp_path}")
+    assert unknown.returncode != 0 and "Key 'lrr' is not in struct" in unknown.stderr
+    missing = run_py("batch.size=4", "optimizer.lr=1e-3", f"paths.data={tmp_path}/nodata",
+                     f"paths.store={tmp_path}")
+    assert missing.returncode != 0
+    assert f"python -m surge_repro.tasks.prepare task=fashion_mnist paths.data={tmp_path}/nodata" in missing.stderr
+    assert not (tmp_path / "manual").exists()  # nothing written to the store
+
+
+@pytest.mark.slow
+def test_cfg_job_prints_the_resolved_point():
+    out = run_py("--cfg", "job", "batch.size=8", "optimizer.lr=3e-4")
+    assert out.returncode == 0
+    assert "size: 8" in out.stdout and "lr: 0.0003" in out.stdout and "betas:" in out.stdout

@@ -1,0 +1,65 @@
+"""A real Hydra multirun of the smoke grid through run.py, relaunched; and the report drawn from what it stored."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from surge_repro.store import load_grid, status_counts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, cwd=ROOT):
+    out = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return out.returncode, out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_multirun_fills_the_store_and_a_relaunch_skips_it(tmp_path):
+    store, figures = tmp_path / "store", tmp_path / "figures"
+    common = [f"paths.store={store}", f"hydra.sweep.dir={tmp_path}/multirun"]
+    code, log = run("run.py", "-m", "+experiment=smoke", *common)
+    assert code == 0, log
+    assert "sweep of 6 points" in log and "point 6 of 6, 0 left after it" in log
+    assert status_counts(store, "smoke") == {"done": 4, "diverged": 2}  # the LR of 30 diverges at both B
+    table = load_grid(store, "smoke")
+    assert len(table) == 6 * 2 and set(table.target_loss) == {1.0, 0.8}
+    assert table[table.status == "done"].reached.all()
+
+    code, log = run("run.py", "-m", "+experiment=smoke", *common)
+    assert code == 0 and log.count("skipped") == 6  # nothing reruns
+    assert "target 1 reached" not in log
+
+    code, log = run("reports/fig2_cnn5_fmnist.py", "+experiment=smoke", f"paths.store={store}",
+                    f"paths.figures={figures}")
+    assert code == 0, log
+    assert (figures / "smoke.png").stat().st_size > 10_000
+    numbers = json.loads((figures / "smoke.json").read_text())
+    assert numbers["points"] == {"done": 4, "diverged": 2}
+    assert [t["target"] for t in numbers["targets"]] == [1.0, 0.8]
+    assert "B_noise =" in log and "eps_max" in log and "figure:" in log
+
+
+@pytest.mark.slow
+def test_sweeping_any_axis_from_the_command_line(tmp_path):
+    code, log = run("run.py", "-m", "task=synthetic_images", "model=tiny_mlp", "optimizer=sgd,adam_sign",
+                    "batch.size=8", "optimizer.lr=0.05", "protocol.targets=[1.1]", "protocol.k=2",
+                    "protocol.probe.size=128", "experiment_name=axes", f"paths.store={tmp_path}",
+                    f"hydra.sweep.dir={tmp_path}/multirun")
+    assert code == 0, log
+    table = load_grid(tmp_path, "axes")
+    assert sorted(table.optimizer) == ["adam_sign", "sgd"]
+    assert table.set_index("optimizer").beta1.to_dict()["adam_sign"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_sweep_over_missing_data_fails_once_at_the_start(tmp_path):
+    code, log = run("run.py", "-m", "+experiment=fig2b_cnn5_fmnist_small_bs", "rounds=1",
+                    f"paths.data={tmp_path}/nodata", f"paths.store={tmp_path}/store",
+                    f"hydra.sweep.dir={tmp_path}/multirun")
+    assert code != 0
+    assert "python -m surge_repro.tasks.prepare task=fashion_mnist" in log
+    assert "Launching" not in log and not (tmp_path / "store").exists()
