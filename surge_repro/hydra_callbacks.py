@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from surge_repro import provenance
 from surge_repro.config import build
 from surge_repro.store import status_counts
 
@@ -45,6 +46,9 @@ class SweepCheck(Callback):
             # Hydra turns a callback's exceptions into warnings and goes on; only SystemExit stops the sweep
             raise SystemExit(f"error: {err}\nNo point of the sweep was run.") from err
         log.info("sweep of %s points into %s/%s/", self.total or "?", config.paths.store, config.experiment_name)
+        if provenance.code_state()["git_dirty"]:
+            log.warning("the code has uncommitted changes: the summaries record the commit but not the changes; "
+                        "commit first to make these points reproducible")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":

@@ -103,7 +103,7 @@ def render(cfg: DictConfig, title: str, n_boot: int = 1000) -> Path | None:
         print(describe(fit))
     print(f"figure: {png}\nnumbers: {js}")
     mirror = Mirror(cfg.logger, group=experiment, name=f"report-{experiment}", job_type="report",
-                    config={"experiment": experiment}, directory=Path(store) / experiment / "_report")
+                    config={"experiment": experiment}, directory=out_dir)
     mirror.log_image("figure", png)
     mirror.finish({f"target_{f.target:g}": {"b_noise": f.b_noise, "s_min": f.s_min, **{
         f"eps_max_{law}": v for law, v in f.eps_max.items()}} for f in fits})

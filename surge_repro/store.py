@@ -191,7 +191,7 @@ class PointDir:
 
 def point_dirs(store: str | Path, experiment: str) -> list[Path]:
     root = Path(store) / experiment
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._") if root.is_dir() else []
 
 
 def _rows(summary: dict) -> Iterator[dict]:

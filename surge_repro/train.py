@@ -83,11 +83,13 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task) -> dict:
     probe_batch = task.probe(proto.probe.size, proto.probe.seed)
 
     def probe() -> float:  # mean loss on the fixed probe set, in chunks (faster on CPUs, bounded memory on GPUs)
+        inputs, labels = probe_batch
+        total = 0.0
         model.eval()
         with torch.no_grad():
-            inputs, labels = probe_batch
-            total = sum(task.loss(model, (inputs[i:i + 256], labels[i:i + 256])).item() * len(labels[i:i + 256])
-                        for i in range(0, len(labels), 256))
+            for i in range(0, len(labels), 256):
+                chunk = (inputs[i:i + 256], labels[i:i + 256])
+                total += task.loss(model, chunk).item() * len(chunk[1])
         model.train()
         return total / len(labels)
 

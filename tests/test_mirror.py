@@ -82,3 +82,18 @@ def test_wandb_breaking_mid_run_is_survived(make_cfg, monkeypatch, caplog):
     assert "W&B mirror: log failed" in caplog.text
     lines = (Path(cfg.paths.store) / cfg.experiment_name / signature(cfg) / "metrics.jsonl").read_text()
     assert len(lines.splitlines()) == summary["steps"]
+
+
+@pytest.mark.slow
+def test_the_report_logs_figure_and_numbers_to_the_experiments_group(tmp_path):
+    import synthetic
+    from surge_repro.config import compose
+    from surge_repro.report import render
+
+    synthetic.write_store(tmp_path / "store", "smoke", synthetic.table(seeds=2, rng=0))
+    cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",
+                   "logger=wandb", "logger.mode=offline"])
+    render(cfg, "test", n_boot=20)
+    record = inspect(tmp_path / "fig")
+    assert record["name"] == "report-smoke" and record["summary"]["figure"]["_type"] == "image-file"
+    assert record["summary"]["target_1.b_noise"] > 0  # the fitted numbers, flattened
