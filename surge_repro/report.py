@@ -78,12 +78,11 @@ def render(cfg: DictConfig, title: str, n_boot: int = 1000) -> Path | None:
     path, or None if the store has no finished runs of it."""
     experiment, store, out_dir = cfg.experiment_name, cfg.paths.store, Path(cfg.paths.figures)
     table = load_grid(store, experiment)
-    table = table[table["reached"] | table["status"].isin(["diverged", "capped"])]
     if table.empty:
         print(f"{experiment}: no finished runs in {store}/{experiment}. "
               f"Run: python run.py -m +experiment={experiment}")
         return None
-    fits = fit_experiment(load_grid(store, experiment), n_boot=n_boot)
+    fits = fit_experiment(table, n_boot=n_boot)
     counts = status_counts(store, experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
