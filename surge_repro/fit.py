@@ -27,6 +27,7 @@ import pandas as pd
 from surge_repro.theory import LAWS, law_shape
 
 CI = (2.5, 97.5)
+WORKLOAD = ["task", "model", "optimizer", "beta1", "beta2", "k"]  # what must be the same across a fitted grid
 
 
 @dataclass
@@ -199,6 +200,10 @@ def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0) -> TargetFit:
 
 def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[TargetFit]:
     """One ``TargetFit`` per target in the table, highest target first, on the LR axis of the whole table."""
+    workloads = table[WORKLOAD].drop_duplicates()
+    if len(workloads) > 1:
+        raise ValueError(f"the table mixes {len(workloads)} workloads ({workloads.to_dict('records')}); a fit needs "
+                         f"one: give each its own experiment_name, or filter the table first")
     lrs = np.sort(np.unique(np.round(table["lr"].to_numpy(float), 12)))
     targets = sorted(table["target_loss"].unique(), reverse=True)
     return [fit_target(Grid.from_table(table, t, lrs), n_boot=n_boot, seed=seed) for t in targets]

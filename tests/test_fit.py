@@ -88,3 +88,12 @@ def test_grid_axes_come_from_the_table_and_missing_runs_stay_nan():
     assert grid.drop.shape == (2, 3, 2) and np.isnan(grid.drop).sum() == 1
     fit = fit_target(grid, n_boot=20)
     assert len(fit.lr_opt) == 2
+
+
+def test_a_table_of_two_workloads_is_refused():
+    a, b = synthetic.table(seeds=1, rng=0), synthetic.table(seeds=1, rng=1)
+    b["optimizer"] = "sgd"
+    import pandas as pd
+
+    with pytest.raises(ValueError, match="mixes 2 workloads.*experiment_name"):
+        fit_experiment(pd.concat([a, b]))
