@@ -11,7 +11,7 @@ Layout, under ``paths.store``::
         attempts/<n>/               files of earlier runs of the point that did not finish; kept, never read
         .lock                       flock-ed while a run of the point is in progress
 
-Point statuses: ``done`` (every target reached and its drop measured), ``capped`` (the step cap came first),
+Point statuses: ``done`` (every target reached and its drop measured), ``capped`` (a cap or a stall came first),
 ``diverged``; these three are final and a relaunch skips them. ``failed`` (an exception, named in summary.json) and
 ``incomplete`` (files but no summary and no lock: a killed run) are run again by a relaunch. ``running`` means another
 process holds the lock.
@@ -23,8 +23,8 @@ process holds the lock.
     batch_size, batch_unit, lr, beta1, beta2, seed, k
                                           the point; beta1/beta2 are NaN for optimizers without betas
     target_loss, reached                  the target, and whether the run reached it
-    steps_to_target, examples_to_target   S and E (NaN when not reached); S is lag-corrected (see ``protocol``)
-    detected_at                           the step at which the drop window began
+    steps_to_target, examples_to_target   S and E (NaN when not reached): the first probed step at or below the
+                                          target (see ``protocol``); the drop window starts there
     loss_at_target, loss_after_k          probe-set loss at the window's start and end
     loss_drop_after_k                     their difference: the paper's measure. NaN when not measured; -inf when
                                           the run diverged inside the window (the worst possible outcome)
@@ -55,8 +55,8 @@ import pandas as pd
 FINAL = ("done", "capped", "diverged")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
-    "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "detected_at",
-    "loss_at_target", "loss_after_k", "loss_drop_after_k", "estimate_drop_after_k", "steps", "examples_seen",
+    "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
+    "loss_after_k", "loss_drop_after_k", "estimate_drop_after_k", "steps", "examples_seen",
     "wall_s", "git_sha", "git_dirty",
 ]
 
@@ -214,7 +214,7 @@ def _rows(summary: dict) -> Iterator[dict]:
         yield {
             **base, "target_loss": rec["target"], "reached": bool(rec.get("reached")),
             "steps_to_target": rec.get("steps"), "examples_to_target": rec.get("examples"),
-            "detected_at": rec.get("detected_at"), "loss_at_target": rec.get("probe_loss"),
+            "loss_at_target": rec.get("probe_loss"),
             "loss_after_k": rec.get("probe_loss_after_k"), "loss_drop_after_k": drop,
             "estimate_drop_after_k": estimate_drop,
         }
@@ -229,7 +229,7 @@ def load_grid(store: str | Path, experiment: str, statuses: tuple[str, ...] = FI
             rows.extend(_rows(summary))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     numeric = ["batch_size", "lr", "beta1", "beta2", "seed", "k", "target_loss", "steps_to_target",
-               "examples_to_target", "detected_at", "loss_at_target", "loss_after_k", "loss_drop_after_k",
+               "examples_to_target", "loss_at_target", "loss_after_k", "loss_drop_after_k",
                "estimate_drop_after_k", "steps", "examples_seen", "wall_s"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     frame[["batch_size", "seed"]] = frame[["batch_size", "seed"]].astype("Int64")

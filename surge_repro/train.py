@@ -36,8 +36,9 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     sig = signature(cfg)
     point = PointDir(cfg.paths.store, cfg.experiment_name, sig)
-    if point.status() in FINAL:
-        log.info("%s: already %s in %s; skipped", sig, point.status(), point.path)
+    status = point.status()
+    if status in FINAL:
+        log.info("%s: already %s in %s; skipped", sig, status, point.path)
         return point.summary()
     task = build(cfg.task)  # missing or corrupt data fails here, before the store is touched
     with point.claim() as claimed:

@@ -34,7 +34,7 @@ def table(*, law="adam", eps_max=1e-3, b_noise=20.0, s_min=100.0, batch_sizes=No
                     "task": "synthetic", "model": "law", "optimizer": law, "batch_size": int(b),
                     "batch_unit": "examples", "lr": float(lr), "beta1": 0.9, "beta2": 0.999, "seed": seed, "k": 10,
                     "target_loss": target, "reached": True, "steps_to_target": s, "examples_to_target": s * b,
-                    "detected_at": s, "loss_at_target": target,
+                    "loss_at_target": target,
                     "loss_drop_after_k": drop_scale * (2 * r - r * r) + drop_noise * rng.normal(),
                 })
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)

@@ -89,7 +89,7 @@ def test_unknown_keys_and_names_are_refused(make_cfg):
         make_cfg("btach.size=3")
 
 
-def run_py(*args, cwd=ROOT, env_store=None):
+def run_py(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
