@@ -25,10 +25,11 @@ class ConfigError(ValueError):
     """An impossible value in a point's config; the message says how to fix it."""
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
-    """The config ``run.py`` would see for these overrides (no Hydra run directory, no logging setup)."""
+def compose(overrides: Sequence[str] = (), config_name: str = "config", hydra_node: bool = False) -> DictConfig:
+    """The config ``run.py`` would see for these overrides (no Hydra run directory, no logging setup); with
+    ``hydra_node`` it keeps Hydra's own node (the sweeper's grid, the launcher)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_node)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -107,6 +107,10 @@ class TargetTracker:
     def finished(self) -> bool:
         return self.status != RUNNING
 
+    def needs_probe(self, step: int) -> bool:
+        """Whether ``update(step, ...)`` will call its probe (a packed run probes all such points at once)."""
+        return step == self._next_probe or step in self._windows.values()
+
     def update(self, step: int, loss: float, probe: Callable[[], float]) -> list[dict]:
         if self.finished:
             raise RuntimeError(f"update() after the run finished with status {self.status!r}")
@@ -120,7 +124,7 @@ class TargetTracker:
                                              f"the initial loss {self.initial_loss:.4g}")
 
         events: list[dict] = []
-        if step == self._next_probe or step in self._windows.values():
+        if self.needs_probe(step):
             self.probe_loss = value = float(probe())
             self.probes += 1
             if not math.isfinite(value):

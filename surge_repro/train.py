@@ -50,12 +50,23 @@ def run(cfg: DictConfig) -> dict:
         return _train(cfg, point, sig, task)
 
 
-def _device(name: str) -> torch.device:
+def device_for(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device={name} but torch sees no CUDA device here. Fix: device=cpu (or device=auto)")
     return torch.device(name)
+
+
+def setup(cfg: DictConfig, task):
+    """Device, thread count and the task on the device, checked against the config; shared with ``packed``."""
+    device = device_for(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    if task.batch_unit != cfg.batch.unit:
+        raise ValueError(f"task {cfg.task.name} counts batches in {task.batch_unit}, batch.unit says "
+                         f"{cfg.batch.unit}. Fix: batch.unit={task.batch_unit}")
+    return device, task.to(device)
 
 
 def _point_fields(cfg: DictConfig) -> dict:
@@ -68,89 +79,124 @@ def _point_fields(cfg: DictConfig) -> dict:
     }
 
 
+class PointRun:
+    """The bookkeeping of one run of a point: its protocol tracker, its files in the store and its W&B mirror.
+
+    The sequential loop below and the packed loop (``surge_repro.packed``) both train and hand it one minibatch loss
+    per optimizer step; it records events and metrics and, at the end, the summary. ``pack`` (packed runs only) says
+    which pack the point trained in, and lands in summary.json.
+    """
+
+    def __init__(self, cfg: DictConfig, point: PointDir, sig: str, initial_loss: float, device: torch.device,
+                 pack: dict | None = None):
+        self.cfg, self.point, self.sig, self.device, self.pack = cfg, point, sig, device, pack
+        proto = cfg.protocol
+        self.batch_size = int(cfg.batch.size)
+        self.tracker = TargetTracker(
+            targets=list(proto.targets), k=proto.k, batch_size=self.batch_size, initial_loss=initial_loss,
+            probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap, ema_examples=proto.ema_examples,
+            diverge_factor=proto.diverge_factor, max_steps=proto.max_steps, max_examples=proto.max_examples,
+            patience=proto.patience)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        point.begin(OmegaConf.to_yaml(resolved))
+        self.mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path)
+        self.start = self.last_report = time.perf_counter()
+        self.step, self.loss = 0, math.nan
+        log.info("%s: B=%d lr=%.6g seed=%d -> %s", sig, self.batch_size, cfg.optimizer.lr, cfg.seed, point.path)
+
+    @property
+    def finished(self) -> bool:
+        return self.tracker.finished
+
+    def update(self, step: int, loss: float, probe, lr: float) -> None:
+        """Record optimizer step ``step`` (1-based) and its minibatch loss; ``probe()`` gives the probe-set loss."""
+        self.step, self.loss = step, loss
+        tracker, cfg = self.tracker, self.cfg
+        events = tracker.update(step, loss, probe)
+        for event in events:
+            self.point.append("events", event)
+            _log_event(self.sig, event)
+        if events or step % cfg.progress.log_every == 0 or tracker.finished:
+            record = {"step": step, "examples": step * self.batch_size, "loss": loss, "estimate": tracker.estimate,
+                      "lr": lr, "wall_s": round(time.perf_counter() - self.start, 3)}
+            self.point.append("metrics", record)
+            self.mirror.log(record, step)
+        now = time.perf_counter()
+        if self.pack is None and now - self.last_report > cfg.progress.every_s:  # a pack reports for its points
+            self.last_report = now
+            log.info("%s: step %d, %d examples, loss %.4f (estimate %.4f), %.2f ms/step", self.sig, step,
+                     step * self.batch_size, loss, tracker.estimate, 1e3 * (now - self.start) / step)
+
+    def finish(self, error: str | None = None) -> dict:
+        """Write summary.json (status ``failed`` if ``error``), close the mirror, return the summary."""
+        tracker, step = self.tracker, self.step
+        summary = {
+            "status": "failed" if error else tracker.status, "experiment": self.cfg.experiment_name,
+            "signature": self.sig, "point": _point_fields(self.cfg), "targets": tracker.summary(), "steps": step,
+            "examples_seen": step * self.batch_size, "initial_loss": tracker.initial_loss,
+            "final_probe_loss": tracker.probe_loss, "final_estimate": tracker.estimate, "probes": tracker.probes,
+            "wall_s": round(time.perf_counter() - self.start, 3), "error": error, "pack": self.pack,
+            "provenance": provenance.collect(self.device),
+        }
+        self.point.write_summary(summary)
+        self.mirror.finish({k: summary[k] for k in ("status", "targets", "steps", "examples_seen", "wall_s")})
+        reached = [f"{r['target']:g}: S={r['steps']}, drop={r['loss_drop']:.4f}" for r in summary["targets"]
+                   if r["measured"]]
+        log.info("%s: %s after %d steps in %.1f s%s", self.sig, summary["status"], step, summary["wall_s"],
+                 f" ({'; '.join(reached)})" if reached else "")
+        if summary["status"] == DIVERGED:
+            log.info("%s: diverged runs are kept as data (status diverged)", self.sig)
+        return summary
+
+
+def probe_loss(loss_fn, probe_batch: tuple, chunk: int = 256) -> float:
+    """Mean of ``loss_fn(batch)`` over the probe set, in chunks (faster on CPUs, bounded memory on GPUs)."""
+    inputs, labels = probe_batch
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(labels), chunk):
+            total += loss_fn((inputs[i:i + chunk], labels[i:i + chunk])).item() * len(labels[i:i + chunk])
+    return total / len(labels)
+
+
+def train_step(model, optimizer, scheduler, task, batch) -> torch.Tensor:
+    """One optimizer step of one point; returns its minibatch loss (before the step)."""
+    loss = task.loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach()
+
+
 def _train(cfg: DictConfig, point: PointDir, sig: str, task) -> dict:
-    start, batch_size, proto = time.perf_counter(), int(cfg.batch.size), cfg.protocol
-    device = _device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(int(cfg.threads))
-    task = task.to(device)
-    if task.batch_unit != cfg.batch.unit:
-        raise ValueError(f"task {cfg.task.name} counts batches in {task.batch_unit}, batch.unit says "
-                         f"{cfg.batch.unit}. Fix: batch.unit={task.batch_unit}")
+    device, task = setup(cfg, task)
     torch.manual_seed(cfg.seed)  # the seed sets the initial weights; the task draws the data order from it too
     model = build(cfg.model).to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
     scheduler = build(cfg.lr.scheduler)(optimizer) if cfg.lr.get("scheduler") else None
-    probe_batch = task.probe(proto.probe.size, proto.probe.seed)
+    probe_batch = task.probe(cfg.protocol.probe.size, cfg.protocol.probe.seed)
 
-    def probe() -> float:  # mean loss on the fixed probe set, in chunks (faster on CPUs, bounded memory on GPUs)
-        inputs, labels = probe_batch
-        total = 0.0
+    def probe() -> float:
         model.eval()
-        with torch.no_grad():
-            for i in range(0, len(labels), 256):
-                chunk = (inputs[i:i + 256], labels[i:i + 256])
-                total += task.loss(model, chunk).item() * len(chunk[1])
+        value = probe_loss(lambda batch: task.loss(model, batch), probe_batch)
         model.train()
-        return total / len(labels)
+        return value
 
-    tracker = TargetTracker(targets=list(proto.targets), k=proto.k, batch_size=batch_size, initial_loss=probe(),
-                            probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap,
-                            ema_examples=proto.ema_examples, diverge_factor=proto.diverge_factor,
-                            max_steps=proto.max_steps, max_examples=proto.max_examples, patience=proto.patience)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    point.begin(OmegaConf.to_yaml(resolved))
-    mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path)
-    fields = _point_fields(cfg)
-    log.info("%s: B=%d lr=%.6g seed=%d -> %s", sig, batch_size, cfg.optimizer.lr, cfg.seed, point.path)
-
-    step, loss_value, last_report, error = 0, math.nan, start, None
-    batches = task.batches(batch_size, cfg.seed)
+    run_ = PointRun(cfg, point, sig, probe(), device)
+    error = None
+    batches = task.batches(int(cfg.batch.size), cfg.seed)
     try:
-        while not tracker.finished:
-            loss = task.loss(model, next(batches))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+        step = 0
+        while not run_.finished:
+            loss = train_step(model, optimizer, scheduler, task, next(batches))
             step += 1
-            loss_value = loss.item()
-            events = tracker.update(step, loss_value, probe)
-            for event in events:
-                point.append("events", event)
-                _log_event(sig, event)
-            if events or step % cfg.progress.log_every == 0 or tracker.finished:
-                record = {"step": step, "examples": step * batch_size, "loss": loss_value,
-                          "estimate": tracker.estimate, "lr": optimizer.param_groups[0]["lr"],
-                          "wall_s": round(time.perf_counter() - start, 3)}
-                point.append("metrics", record)
-                mirror.log(record, step)
-            if time.perf_counter() - last_report > cfg.progress.every_s:
-                last_report = time.perf_counter()
-                log.info("%s: step %d, %d examples, loss %.4f (estimate %.4f), %.2f ms/step", sig, step,
-                         step * batch_size, loss_value, tracker.estimate, 1e3 * (last_report - start) / step)
+            run_.update(step, loss.item(), probe, optimizer.param_groups[0]["lr"])
     except Exception as err:  # a failed run is recorded, the sweep goes on, a relaunch reruns it
         error = f"{type(err).__name__}: {err}"
-        log.error("%s: failed at step %d: %s\n%s", sig, step, error, traceback.format_exc())
-
-    summary = {
-        "status": "failed" if error else tracker.status, "experiment": cfg.experiment_name, "signature": sig,
-        "point": fields, "targets": tracker.summary(), "steps": step, "examples_seen": step * batch_size,
-        "initial_loss": tracker.initial_loss, "final_probe_loss": tracker.probe_loss,
-        "final_estimate": tracker.estimate, "probes": tracker.probes,
-        "wall_s": round(time.perf_counter() - start, 3), "error": error,
-        "provenance": provenance.collect(device),
-    }
-    point.write_summary(summary)
-    mirror.finish({k: summary[k] for k in ("status", "targets", "steps", "examples_seen", "wall_s")})
-    reached = [f"{r['target']:g}: S={r['steps']}, drop={r['loss_drop']:.4f}" for r in summary["targets"]
-               if r["measured"]]
-    log.info("%s: %s after %d steps in %.1f s%s", sig, summary["status"], step, summary["wall_s"],
-             f" ({'; '.join(reached)})" if reached else "")
-    if summary["status"] == DIVERGED:
-        log.info("%s: diverged runs are kept as data (status diverged)", sig)
-    return summary
+        log.error("%s: failed at step %d: %s\n%s", sig, run_.step, error, traceback.format_exc())
+    return run_.finish(error)
 
 
 def _log_event(sig: str, event: dict) -> None:

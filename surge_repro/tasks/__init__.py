@@ -1,6 +1,7 @@
 """Tasks: the data a workload trains on, and its loss. The training loop sees only this contract.
 
 A task supplies ``batches(batch_size, seed)`` (an endless iterator of batches of exactly ``batch_size`` units),
+``epoch_orders(seed)`` and ``take(index)`` (the same batches by index, for packed execution: ``surge_repro.packed``),
 ``probe(size, seed)`` (one fixed batch of training data on which the protocol measures loss drops), ``loss(model,
 batch)`` (a scalar tensor: the mean training loss of the batch) and ``batch_unit`` (what ``batch.size`` counts).
 Builders live in ``vision`` (one function per dataset); ``prepare`` is the only code that downloads or converts data.
@@ -34,18 +35,28 @@ class TensorTask:
     def to(self, device: torch.device | str) -> "TensorTask":
         return TensorTask(self.name, self.inputs.to(device), self.labels.to(device), self.batch_unit)
 
+    def epoch_orders(self, seed: int) -> Iterator[torch.Tensor]:
+        """An endless sequence of random orders of the training set, one per epoch, drawn from ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            yield torch.randperm(len(self), generator=gen).to(self.labels.device)
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at ``index``, of any shape: a packed run takes points x batch at once."""
+        return self.inputs[index], self.labels[index]
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size > len(self):
+            raise ValueError(f"batch.size={batch_size} exceeds the {len(self)} training examples of {self.name}. "
+                             f"Fix: batch.size<={len(self)}")
+
     def batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epochs of a fresh random order drawn from ``seed``; a batch never spans two epochs, so each has exactly
         ``batch_size`` examples (the tail of an epoch shorter than a batch is skipped)."""
-        n = len(self)
-        if batch_size > n:
-            raise ValueError(f"batch.size={batch_size} exceeds the {n} training examples of {self.name}")
-        gen = torch.Generator().manual_seed(seed)
-        while True:
-            order = torch.randperm(n, generator=gen).to(self.labels.device)
-            for start in range(0, n - batch_size + 1, batch_size):
-                idx = order[start:start + batch_size]
-                yield self.inputs[idx], self.labels[idx]
+        self.check_batch_size(batch_size)
+        for order in self.epoch_orders(seed):
+            for start in range(0, len(self) - batch_size + 1, batch_size):
+                yield self.take(order[start:start + batch_size])
 
     def probe(self, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` training examples drawn once from ``seed`` (the whole set if it is smaller)."""
