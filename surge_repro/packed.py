@@ -1,0 +1,332 @@
+"""Packed execution: the points of one workload that differ only in LR and seed train together, in one process.
+
+At the paper's batch sizes one small model leaves a GPU idle and even a CPU mostly waits on per-step overhead, so
+``run_pack(cfgs)`` trains P points as one: their parameters stacked along a leading axis, one ``torch.func.vmap``-ed
+forward and backward, one optimizer step over the stack. Everything that makes a point a point stays its own: its
+initial weights and data order (drawn from its seed exactly as ``train.run`` draws them), its LR, its protocol tracker,
+its early finish and its store entry (``summary.json`` says which pack it trained in). A point that finishes leaves
+the pack and the stack shrinks to the points still training. The launcher (``surge_repro.launcher``) forms packs
+from a Hydra multirun; ``tests/test_packed.py`` checks that packed points equal the same points run one by one.
+
+Per-point LRs through torch's own optimizers: the optimizer steps a zero buffer with LR 1, which leaves it holding
+minus the unit-LR update, and each point's parameters then move by its LR times that. This is exactly the optimizer's
+step for every optimizer whose update is the LR times a function of its state and gradients (``LR_LINEAR``), with
+no weight decay (which reads the parameters); LR schedules act on the unit LR, so they multiply every point's LR.
+
+What falls back to one-by-one (``why_not_packable`` says why, and the log repeats it): models with buffers
+(BatchNorm's running statistics are updated in place, which vmap cannot do per point), other optimizers or weight
+decay, and tasks that cannot hand out batches by index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import time
+import traceback
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.func import functional_call, stack_module_state, vmap
+
+from surge_repro.config import build, validate
+from surge_repro.point import signature
+from surge_repro.store import FINAL, PointDir
+from surge_repro.train import PointRun, _train, setup
+
+log = logging.getLogger("surge_repro")
+
+# torch optimizers whose step is lr * f(state, grad): their state never reads the LR (Adagrad: with lr_decay = 0)
+LR_LINEAR = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad")
+FUSED = ("Adam", "AdamW", "SGD", "Adagrad")  # torch has fused kernels for these on CPU and CUDA
+
+
+def _optimizer_class(cfg: DictConfig) -> type:
+    from hydra.utils import get_class
+
+    return get_class(cfg.optimizer._target_)
+
+
+def why_not_packable(cfg: DictConfig, model: torch.nn.Module | None = None, task=None) -> str | None:
+    """None if points of this workload can train packed, else the reason they train one by one."""
+    cls = _optimizer_class(cfg)
+    if cls.__module__.split(".")[0] != "torch" or cls.__name__ not in LR_LINEAR:
+        return f"optimizer {cls.__name__} is not one whose step is linear in the LR ({', '.join(LR_LINEAR)})"
+    if float(cfg.optimizer.get("weight_decay") or 0.0) != 0.0:
+        return "weight decay reads the parameters, which the unit-LR step does not see"
+    if float(cfg.optimizer.get("lr_decay") or 0.0) != 0.0:
+        return "Adagrad's lr_decay makes the step non-linear in the LR"
+    if model is not None and any(True for _ in model.buffers()):
+        return (f"model {cfg.model.name} has buffers (BatchNorm running statistics), which vmap cannot update per "
+                f"point")
+    if task is not None and not hasattr(task, "take"):
+        return f"task {cfg.task.name} does not hand out batches by index"
+    return None
+
+
+def pack_bytes(model: torch.nn.Module, task, batch_size: int) -> int:
+    """Estimated memory of one point in a pack: parameters and their copies (the stacked parameters, gradients,
+    the update buffer, two optimizer moments, a slice taken for probes: 7 in all) plus the activations autograd keeps
+    for the backward of one step, counted exactly by running one forward on the meta device (no memory, no compute).
+    """
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    saved = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    index = torch.zeros(batch_size, dtype=torch.long, device=task.labels.device if hasattr(task, "labels") else None)
+    batch = task.take(index)
+    meta_model = copy.deepcopy(model).to("meta")
+    meta_batch = tuple(t.to("meta") for t in batch)
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        task.loss(meta_model, meta_batch)
+    batch_bytes = sum(t.numel() * t.element_size() for t in batch)
+    return 7 * params + saved + batch_bytes
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free for new tensors on ``device``: CUDA's own count, or the kernel's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def run_pack(cfgs: list[DictConfig], memory_fraction: float = 0.5) -> list[dict]:
+    """Train the points of ``cfgs`` (one workload, differing only in LR and seed) packed; return their summaries in
+    order. Points already final in the store are skipped, points another process holds are left to it, and a pack
+    larger than ``memory_fraction`` of the device's free memory is trained as several packs one after another."""
+    for cfg in cfgs:
+        validate(cfg)
+    sigs = [signature(cfg) for cfg in cfgs]
+    points = [PointDir(cfg.paths.store, cfg.experiment_name, sig) for cfg, sig in zip(cfgs, sigs)]
+    results: list[dict | None] = [None] * len(cfgs)
+    for i, point in enumerate(points):
+        if point.status() in FINAL:
+            log.info("%s: already %s in %s; skipped", sigs[i], point.status(), point.path)
+            results[i] = point.summary()
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results
+    _check_same_workload([cfgs[i] for i in todo])
+    task = build(cfgs[todo[0]].task)  # missing or corrupt data fails here, before the store is touched
+    task = setup(cfgs[todo[0]], task)[1]  # on the device once, for every pack of this call
+    with contextlib.ExitStack() as claims:
+        live = []
+        for i in todo:
+            if not claims.enter_context(points[i].claim()):
+                log.info("%s: another process is running this point; skipped", sigs[i])
+                results[i] = {"status": "running", "signature": sigs[i]}
+            elif points[i].status() in FINAL:
+                results[i] = points[i].summary()
+            else:
+                live.append(i)
+        for group in _split(cfgs, live, task, memory_fraction):
+            if len(group) == 1:
+                i = group[0]
+                results[i] = _train(cfgs[i], points[i], sigs[i], task)
+                continue
+            summaries = _train_pack([cfgs[i] for i in group], [points[i] for i in group], [sigs[i] for i in group],
+                                    task)
+            for i, summary in zip(group, summaries):
+                results[i] = summary
+    return results
+
+
+def _check_same_workload(cfgs: list[DictConfig]) -> None:
+    def rest(cfg: DictConfig) -> dict:
+        tree = OmegaConf.to_container(cfg, resolve=True)
+        tree.pop("hydra", None)
+        tree["optimizer"].pop("lr")
+        for key in ("seed", "experiment_name", "rounds"):
+            tree.pop(key, None)
+        return tree
+
+    first = rest(cfgs[0])
+    for cfg in cfgs[1:]:
+        if rest(cfg) != first:
+            raise ValueError("a pack holds points that differ in more than LR and seed; the launcher groups them "
+                             "by their overrides, so this is a bug: report it with the command line")
+
+
+def _split(cfgs: list[DictConfig], live: list[int], task, memory_fraction: float) -> list[list[int]]:
+    """Packs that fit in memory, or single points where packing does not apply."""
+    if len(live) <= 1:
+        return [[i] for i in live]
+    cfg = cfgs[live[0]]
+    model = build(cfg.model)
+    reason = why_not_packable(cfg, model, task)
+    if reason:
+        log.info("points of %s/%s train one by one: %s", cfg.task.name, cfg.model.name, reason)
+        return [[i] for i in live]
+    device = setup(cfg, task)[0]
+    per_point = pack_bytes(model, task, int(cfg.batch.size))
+    budget = int(memory_fraction * free_bytes(device))
+    size = max(1, min(len(live), budget // max(per_point, 1)))
+    groups = [live[k:k + size] for k in range(0, len(live), size)]
+    log.info("pack: %d points of B=%d, about %.1f MiB each; %.1f GiB of %s memory allowed (memory_fraction=%g) "
+             "-> %d pack(s) of up to %d", len(live), cfg.batch.size, per_point / 2**20, budget / 2**30, device.type,
+             memory_fraction, len(groups), size)
+    return groups
+
+
+class Pack:
+    """The stacked state of the points still training (parameters, the optimizer on its unit-LR update buffers, the
+    LR schedule, each point's LR), the vmapped training step and the probe. ``keep`` shrinks it all to the points
+    still training. ``models`` are the points' initialised models, ``lrs`` their LRs; ``cfg`` is any of the points'
+    configs (they differ only in LR and seed). ``reports/bench_speed.py`` times this same object."""
+
+    def __init__(self, cfg: DictConfig, task, models: list[torch.nn.Module], lrs: list[float],
+                 device: torch.device):
+        self.cfg, self.task, self.device = cfg, task, device
+        self.base = copy.deepcopy(models[0]).to("meta")  # the architecture; the weights come from the stack
+        params, _ = stack_module_state(models)
+        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        self.lr = torch.tensor(lrs, dtype=torch.float32, device=device)
+        self.buffers, self.optimizer, self.scheduler = self._optimizer()
+
+    def _optimizer(self, old: torch.optim.Optimizer | None = None, keep: torch.Tensor | None = None):
+        buffers = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        cls = _optimizer_class(self.cfg)
+        fused = {"fused": True} if cls.__name__ in FUSED else {}
+        optimizer = build(self.cfg.optimizer, lr=1.0, **fused)(list(buffers.values()))
+        scheduler = build(self.cfg.lr.scheduler)(optimizer) if self.cfg.lr.get("scheduler") else None
+        if old is not None:
+            for old_p, new_p in zip(old.param_groups[0]["params"], optimizer.param_groups[0]["params"]):
+                state = old.state.get(old_p)
+                if state:  # per-point tensors lose the points that left; scalars (the step count) are shared
+                    optimizer.state[new_p] = {k: v[keep] if torch.is_tensor(v) and v.dim() > 0 else v
+                                              for k, v in state.items()}
+            if scheduler is not None:
+                scheduler.load_state_dict(self.scheduler.state_dict())
+            optimizer.param_groups[0]["lr"] = old.param_groups[0]["lr"]
+        return buffers, optimizer, scheduler
+
+    def keep(self, keep: list[int]) -> None:
+        index = torch.tensor(keep, device=self.device)
+        self.params = {k: v.detach()[index].requires_grad_() for k, v in self.params.items()}
+        self.lr = self.lr[index]
+        self.buffers, self.optimizer, self.scheduler = self._optimizer(self.optimizer, index)
+
+    def point_loss(self, params: dict, *batch: torch.Tensor) -> torch.Tensor:
+        """One point's loss, from its parameters: what vmap maps over the stack."""
+        return self.task.loss(lambda x: functional_call(self.base, params, (x,)), batch)
+
+    def train_step(self, batch: tuple) -> torch.Tensor:
+        """Forward, backward and optimizer step of every point on its own batch (``batch``: tensors of points x B x
+        ...); returns the points' minibatch losses (before the step), as the sequential loop sees them."""
+        losses = vmap(self.point_loss)(self.params, *batch)
+        losses.sum().backward()  # the points are independent: each gets the gradient of its own loss
+        self._optimizer_step()
+        return losses.detach()
+
+    def probe(self, rows: list[int], probe_batch: tuple, chunk: int = 256) -> list[float]:
+        """Probe-set losses of the points at these rows of the stack, in chunks as ``train.probe_loss``.
+        A probe is one large forward per point: on a GPU vmap runs them as one; on a CPU a loop of plain forwards
+        is twice as fast as vmap's grouped convolutions (measured on the CNN, 8 points x 256 images: 115 vs 240 ms)."""
+        inputs, labels = probe_batch
+        index = torch.tensor(rows, device=self.device)
+        params = {k: v.detach()[index] for k, v in self.params.items()}
+        total = torch.zeros(len(rows), dtype=torch.float64, device=self.device)
+        self.base.eval()
+        with torch.no_grad():
+            for i in range(0, len(labels), chunk):
+                part = (inputs[i:i + chunk], labels[i:i + chunk])
+                if self.device.type == "cuda":
+                    losses = vmap(self.point_loss, in_dims=(0, None, None))(params, *part)
+                else:
+                    losses = torch.stack([self.point_loss({k: v[r] for k, v in params.items()}, *part)
+                                          for r in range(len(rows))])
+                total += losses.double() * len(part[1])
+        self.base.train()
+        return (total / len(labels)).tolist()
+
+    def _optimizer_step(self) -> None:
+        """One optimizer step of every point from the gradients the backward left on the stacked parameters."""
+        for k, p in self.params.items():
+            self.buffers[k].grad, p.grad = p.grad, None
+        self.optimizer.step()  # buffers now hold -(unit-LR update), times the schedule's factor
+        if self.scheduler is not None:
+            self.scheduler.step()
+        with torch.no_grad():
+            for k, p in self.params.items():
+                update = self.buffers[k]
+                p.addcmul_(update, self.lr.view(-1, *([1] * (p.dim() - 1))))
+                update.zero_()
+                update.grad = None
+
+    @property
+    def unit_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str], task) -> list[dict]:
+    cfg = cfgs[0]
+    device, task = setup(cfg, task)
+    batch_size = int(cfg.batch.size)
+    models = []
+    for c in cfgs:
+        torch.manual_seed(c.seed)  # the same initial weights as the point would get alone (train._train)
+        models.append(build(c.model).to(device))
+    pack = Pack(cfg, task, models, [float(c.optimizer.lr) for c in cfgs], device)
+    del models
+    probe_batch = task.probe(cfg.protocol.probe.size, cfg.protocol.probe.seed)
+
+    pack_info = {"points": len(cfgs), "id": sigs[0]}
+    initial = pack.probe(list(range(len(cfgs))), probe_batch)
+    runs = [PointRun(c, p, s, loss, device, pack=pack_info) for c, p, s, loss in zip(cfgs, points, sigs, initial)]
+    log.info("pack %s: %d points of B=%d train together (LRs %s; seeds %s)", sigs[0], len(runs), batch_size,
+             ",".join(sorted({f"{c.optimizer.lr:.3g}" for c in cfgs})), ",".join(sorted({str(c.seed) for c in cfgs})))
+    live = list(range(len(runs)))  # row r of the stack is the point runs[live[r]]
+    orders = [task.epoch_orders(c.seed) for c in cfgs]  # row r's data order, as task.batches draws it alone
+    per_epoch = len(task) // batch_size
+    summaries: list[dict | None] = [None] * len(runs)
+    step, error = 0, None
+    start = last_report = time.perf_counter()
+    try:
+        task.check_batch_size(batch_size)
+        while live:
+            if step % per_epoch == 0:  # every point starts an epoch at the same step: one order each
+                epoch = torch.stack([next(order) for order in orders])
+            offset = (step % per_epoch) * batch_size
+            batch = task.take(epoch[:, offset:offset + batch_size])
+            losses = pack.train_step(batch)
+            step += 1
+            values = losses.tolist()
+            rows = [r for r, j in enumerate(live) if runs[j].tracker.needs_probe(step)]
+            probed = dict(zip(rows, pack.probe(rows, probe_batch))) if rows else {}
+            lr = pack.unit_lr
+            for r, j in enumerate(live):
+                runs[j].update(step, values[r], lambda r=r: probed[r], lr * float(cfgs[j].optimizer.lr))
+            if time.perf_counter() - last_report > cfg.progress.every_s:
+                last_report = time.perf_counter()
+                log.info("pack %s: step %d, %d of %d points training, %.2f ms/step", sigs[0], step, len(live),
+                         len(runs), 1e3 * (last_report - start) / step)
+            done = [r for r, j in enumerate(live) if runs[j].finished]
+            if done:
+                for r in done:
+                    summaries[live[r]] = runs[live[r]].finish()
+                keep = [r for r in range(len(live)) if r not in done]
+                live = [live[r] for r in keep]
+                if live:
+                    pack.keep(keep)
+                    epoch = epoch[keep]
+                    orders = [orders[r] for r in keep]
+    except Exception as err:  # every point still training is recorded as failed; a relaunch reruns them
+        error = f"{type(err).__name__}: {err}"
+        log.error("pack %s: failed at step %d: %s\n%s", sigs[0], step, error, traceback.format_exc())
+    for j in live:
+        summaries[j] = runs[j].finish(error)
+    return summaries
+
