@@ -1,0 +1,185 @@
+"""The packing launcher: a Hydra launcher that trains the points of a multirun in packs (``surge_repro.packed``).
+
+Select it with ``launcher=packed`` (the default of every experiment); ``conf/launcher/packed.yaml`` lists its keys::
+
+    python run.py -m +experiment=quickstart                               # packs, one worker per core
+    python run.py -m +experiment=fig2b_cnn5_fmnist_small_bs hydra.launcher.pack=never   # one by one
+
+Jobs whose overrides differ only in ``optimizer.lr`` and ``seed`` (``PACK_KEYS``) form a group: one workload at one
+batch size. A group trains as packs when ``pack`` allows it (``auto``: always on a GPU; on a CPU only at batch sizes up
+to ``cpu_max_batch``, where the shared per-step overhead outweighs vmap's slower convolutions, measured in
+``reports/bench_packing.py``) and the workload allows it (``packed.why_not_packable``); otherwise its points run one
+by one. Units (packs or single points) go to ``n_jobs`` worker processes through joblib, largest first; with
+``n_jobs: 1`` they run in this process, which is what a GPU wants. Each point keeps its own store entry: the store,
+not Hydra's job directories, holds the results, and relaunching skips what is done.
+
+The class Hydra instantiates lives in ``hydra_plugins/surge_repro_launcher`` (Hydra only loads launchers from that
+namespace); the logic is here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger("surge_repro")
+
+PACK_KEYS = ("optimizer.lr", "seed")
+PACK_CHOICES = ("auto", "always", "never")
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+def group_jobs(job_overrides: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Indices of jobs whose overrides agree on everything but ``PACK_KEYS``, in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, overrides in enumerate(job_overrides):
+        key = tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in PACK_KEYS))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _n_workers(n_jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's meaning of -1, -2, ...
+
+
+class PackedLauncher(Launcher):
+    def __init__(self, n_jobs: int = 1, pack: str = "auto", cpu_max_batch: int = 16,
+                 memory_fraction: float = 0.5) -> None:
+        if pack not in PACK_CHOICES:
+            raise ValueError(f"hydra.launcher.pack={pack!r}: choose one of {', '.join(PACK_CHOICES)}. "
+                             f"Fix: hydra.launcher.pack=auto")
+        if not 0 < memory_fraction <= 1:
+            raise ValueError(f"hydra.launcher.memory_fraction={memory_fraction}: a fraction of free memory in (0, 1]. "
+                             f"Fix: hydra.launcher.memory_fraction=0.5")
+        self.n_jobs, self.pack, self.cpu_max_batch = n_jobs, pack, cpu_max_batch
+        self.memory_fraction = memory_fraction
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def _compose(self, overrides: Sequence[str], idx: int) -> DictConfig:
+        """The job's config as its task sees it: Hydra's own node set aside in ``HydraConfig``, as ``run_job`` does."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = cfg.hydra.job.num = idx
+        HydraConfig.instance().set_config(cfg)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    def _packs(self, group: list[int], job_overrides: Sequence[Sequence[str]], first: int) -> tuple[bool, str]:
+        """Whether this group trains packed, and why (composes one of its points: cheap, no data)."""
+        if len(group) < 2:
+            return False, "a single point"
+        if self.pack == "never":
+            return False, "hydra.launcher.pack=never"
+        from surge_repro.config import build
+        from surge_repro.packed import why_not_packable
+        from surge_repro.train import device_for
+
+        cfg = self._compose(job_overrides[group[0]], first + group[0])
+        with torch.device("meta"):  # the architecture only: no memory, no initialisation cost
+            model = build(cfg.model)
+        reason = why_not_packable(cfg, model)
+        if reason:
+            return False, reason
+        device = device_for(str(cfg.device))
+        if self.pack == "auto" and device.type == "cpu" and int(cfg.batch.size) > self.cpu_max_batch:
+            return False, (f"B={cfg.batch.size} > hydra.launcher.cpu_max_batch={self.cpu_max_batch} on a CPU, where "
+                           f"a packed step costs more than the steps it replaces")
+        return True, f"B={cfg.batch.size} on {device.type}"
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        workers = _n_workers(int(self.n_jobs))
+
+        units: list[list[int]] = []
+        packed_groups = []
+        for group in group_jobs(job_overrides):
+            packs, why = self._packs(group, job_overrides, initial_job_idx)
+            shared = " ".join(o for o in filter_overrides(job_overrides[group[0]])
+                              if o.split("=", 1)[0] not in PACK_KEYS)
+            log.info("%d point(s) [%s]: %s (%s)", len(group), shared, "packed" if packs else "one by one", why)
+            if packs:
+                packed_groups.append(group)
+            else:
+                units.extend([i] for i in group)
+        # fewer packs than workers would leave cores idle: split each pack so that every worker gets one
+        parts = max(1, math.ceil(workers / len(packed_groups))) if packed_groups and workers > 1 else 1
+        for group in packed_groups:
+            size = math.ceil(len(group) / parts)
+            units.extend(group[k:k + size] for k in range(0, len(group), size))
+        units.sort(key=len, reverse=True)  # packs first: the longest units start first
+        log.info("launching %d job(s) as %d unit(s) (%d pack(s)) on %d worker(s)", len(job_overrides), len(units),
+                 sum(len(u) > 1 for u in units), workers)
+
+        args = [(self.hydra_context, self.config, [(initial_job_idx + i, job_overrides[i]) for i in unit],
+                 Singleton.get_state(), self.memory_fraction, str(sweep_dir / f"unit-{k}.log"))
+                for k, unit in enumerate(units)]
+        if workers == 1:
+            finished = ((k, _run_unit(*a, configure=False)) for k, a in enumerate(args))
+        else:
+            from joblib import Parallel, delayed
+
+            finished = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(
+                delayed(_numbered)(k, *a) for k, a in enumerate(args))
+        outcomes: dict[int, list] = {}
+        points = 0
+        for k, outcome in finished:  # as units finish, in whatever order
+            outcomes[k] = outcome
+            points += len(outcome)
+            log.info("unit %d of %d finished (%d point(s)): %d of %d points finished", len(outcomes), len(units),
+                     len(outcome), points, len(job_overrides))
+
+        returns: dict[int, JobReturn] = {}
+        for unit, outcome in zip(units, (outcomes[k] for k in range(len(units)))):
+            for i, (status, value) in zip(unit, outcome):
+                returns[i] = JobReturn(overrides=list(job_overrides[i]), working_dir=str(sweep_dir),
+                                       task_name=self.config.hydra.job.name, status=status, _return_value=value)
+        return [returns[i] for i in range(len(job_overrides))]
+
+
+def _numbered(k: int, *args: Any) -> tuple[int, list]:
+    return k, _run_unit(*args)
+
+
+def _run_unit(hydra_context: HydraContext, config: DictConfig, jobs: list[tuple[int, Sequence[str]]],
+              singleton_state: Any, memory_fraction: float, log_file: str,
+              configure: bool = True) -> list[tuple[JobStatus, Any]]:
+    """Run one unit (a pack, or one point) in this process: compose each job's config, train, return per job its
+    status and return value (the point's status, or the exception that stopped it)."""
+    Singleton.set_state(singleton_state)
+    if configure:  # a joblib worker starts with bare logging
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True,
+                            handlers=[logging.StreamHandler(), logging.FileHandler(log_file)])
+    from surge_repro import packed, train
+
+    launcher = PackedLauncher.__new__(PackedLauncher)
+    launcher.hydra_context, launcher.config = hydra_context, config
+    try:
+        cfgs = [launcher._compose(overrides, idx) for idx, overrides in jobs]
+        if len(cfgs) == 1:
+            summaries = [train.run(cfgs[0])]
+        else:
+            summaries = packed.run_pack(cfgs, memory_fraction=memory_fraction)
+        return [(JobStatus.COMPLETED, s["status"]) for s in summaries]
+    except Exception as err:  # a config or data error: Hydra reports it for each job of the unit
+        log.error("%s", err)
+        return [(JobStatus.FAILED, err)] * len(jobs)
