@@ -28,6 +28,9 @@ class ConfigError(ValueError):
 def compose(overrides: Sequence[str] = (), config_name: str = "config", hydra_node: bool = False) -> DictConfig:
     """The config ``run.py`` would see for these overrides (no Hydra run directory, no logging setup); with
     ``hydra_node`` it keeps Hydra's own node (the sweeper's grid, the launcher)."""
+    import hydra_plugins.surge_repro_launcher  # noqa: F401  registers hydra/launcher=surge_packed, which run.py's
+    # Hydra finds by scanning plugins and the compose API does not
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_node)
 
