@@ -73,6 +73,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "seed", int, "0", allow_zero=True)
     p = "protocol"
     _positive(cfg, f"{p}.k", int, "10")
+    _positive(cfg, f"{p}.windows", int, "1")
     _positive(cfg, f"{p}.ema_examples", float, "512")
     _positive(cfg, f"{p}.probe.size", int, "1024")
     _positive(cfg, f"{p}.probe.every", int, "2048")

@@ -19,6 +19,9 @@ The paper gives no estimator of "the training loss" (only that targets hold to +
   descent predicts to it as it nears. S overshoots the crossing by at most the last gap, and a few dozen probes per
   run cost a few percent of its steps.
 - Once a target is crossed its K steps always run, even past the step cap, so a crossing never lacks its drop.
+- ``windows`` > 1 measures W consecutive K-step windows after each crossing (probes at S + K, ..., S + WK). The
+  first window's drop stays the paper's measure; ``loss_drop_mean``, the mean drop per window, is the alternative
+  criterion of ``fit`` (``drop_mean``): W windows of signal against the noise of two probes and one path.
 - An EMA of the minibatch losses (time constant ``ema_examples`` examples, bias-corrected like Adam's moments) is
   kept for the metrics and the runaway check: a run whose minibatch loss is NaN or inf, or whose EMA exceeds
   ``diverge_factor`` times the initial probe loss, has diverged. It stops; targets it crossed keep their S and E, and
@@ -53,6 +56,8 @@ class TargetRecord:
     loss_drop: float | None = None  # probe_loss - probe_loss_after_k: the heatmap's colour
     estimate: float | None = None  # the EMA of minibatch losses at S, and at S + K
     estimate_after_k: float | None = None
+    window_losses: list[float] = field(default_factory=list)  # probe loss at S + K, S + 2K, ... (``windows`` of them)
+    loss_drop_mean: float | None = None  # mean drop per window over all windows: (loss at S - at S + WK) / W
 
     @property
     def reached(self) -> bool:
@@ -60,7 +65,7 @@ class TargetRecord:
 
     @property
     def measured(self) -> bool:
-        return self.loss_drop is not None
+        return self.loss_drop_mean is not None
 
 
 @dataclass
@@ -76,6 +81,7 @@ class TargetTracker:
     k: int
     batch_size: int
     initial_loss: float  # probe loss before the first step
+    windows: int = 1  # consecutive K-step windows measured after each target (the paper: 1)
     probe_every: int = 2048  # examples between routine probes
     probe_min_gap: int = 8  # examples: the closest probes come while closing in on a target
     ema_examples: float = 512
@@ -96,7 +102,7 @@ class TargetTracker:
         self._ema, self._decay = 0.0, 1.0
         self._max_gap = max(1, round(self.probe_every / self.batch_size))
         self._min_gap = min(self._max_gap, max(1, round(self.probe_min_gap / self.batch_size)))
-        self._windows: dict[float, int] = {}  # target -> the step its drop window ends
+        self._windows: dict[float, list[int]] = {}  # target -> the steps its drop windows still to come end
         self.probe_loss = self.initial_loss
         self._last = (0, self.initial_loss)  # (step, loss) of the latest scheduled probe
         self._gap = self._min_gap
@@ -109,7 +115,7 @@ class TargetTracker:
 
     def needs_probe(self, step: int) -> bool:
         """Whether ``update(step, ...)`` will call its probe (a packed run probes all such points at once)."""
-        return step == self._next_probe or step in self._windows.values()
+        return step == self._next_probe or any(step == ends[0] for ends in self._windows.values())
 
     def update(self, step: int, loss: float, probe: Callable[[], float]) -> list[dict]:
         if self.finished:
@@ -129,18 +135,23 @@ class TargetTracker:
             self.probes += 1
             if not math.isfinite(value):
                 return self._diverge(step, loss, f"probe loss is {value}")
-            for target, end in list(self._windows.items()):
-                if step == end:
+            for target, ends in list(self._windows.items()):
+                if step == ends[0]:
                     rec = self.records[target]
-                    rec.probe_loss_after_k, rec.estimate_after_k = value, self.estimate
-                    rec.loss_drop = rec.probe_loss - value
-                    del self._windows[target]
-                    events.append({"event": "after_k", "step": step, **vars(rec)})
+                    rec.window_losses.append(value)
+                    if len(rec.window_losses) == 1:  # the paper's measure: the first window
+                        rec.probe_loss_after_k, rec.estimate_after_k = value, self.estimate
+                        rec.loss_drop = rec.probe_loss - value
+                    ends.pop(0)
+                    if not ends:
+                        rec.loss_drop_mean = (rec.probe_loss - value) / self.windows
+                        del self._windows[target]
+                    events.append({"event": "after_k", "step": step, "window": len(rec.window_losses), **vars(rec)})
             for target, rec in self.records.items():
                 if not rec.reached and value <= target:
                     rec.steps, rec.examples = step, step * self.batch_size
                     rec.probe_loss, rec.estimate = value, self.estimate
-                    self._windows[target] = step + self.k
+                    self._windows[target] = [step + w * self.k for w in range(1, self.windows + 1)]
                     events.append({"event": "target", "step": step, **vars(rec)})
             if value < self._best[0] * (1 - 1e-3):
                 self._best = (value, step * self.batch_size)

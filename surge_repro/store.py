@@ -26,10 +26,14 @@ process holds the lock.
     steps_to_target, examples_to_target   S and E (NaN when not reached): the first probed step at or below the
                                           target (see ``protocol``); the drop window starts there
     loss_at_target, loss_after_k          probe-set loss at the window's start and end
+    windows, loss_drop_mean               K-step windows measured after the target, and the mean drop per window
+                                          over them (= loss_drop_after_k for one window; -inf/NaN alike)
     loss_drop_after_k                     their difference: the paper's measure. NaN when not measured; -inf when
                                           the run diverged inside the window (the worst possible outcome)
     estimate_drop_after_k                 the same drop read off the loss estimate
-    steps, examples_seen, wall_s          the whole run
+    steps, examples_seen, wall_s          the whole run (wall_s of a packed run: from its pack's start to its finish)
+    pack_id, pack_points                  the pack it trained in and how many points that pack started with (its
+                                          own signature and 1 for a point trained alone)
     git_sha, git_dirty                    provenance of the code that ran it
 
 Run ``python -m surge_repro.store [STORE] [EXPERIMENT ...]`` for the count of points in each status.
@@ -56,8 +60,9 @@ FINAL = ("done", "capped", "diverged")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
     "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
-    "loss_after_k", "loss_drop_after_k", "estimate_drop_after_k", "steps", "examples_seen",
-    "wall_s", "git_sha", "git_dirty",
+    "loss_after_k", "loss_drop_after_k", "windows", "loss_drop_mean", "estimate_drop_after_k", "steps",
+    "examples_seen",
+    "wall_s", "pack_id", "pack_points", "git_sha", "git_dirty",
 ]
 
 
@@ -199,16 +204,19 @@ def _rows(summary: dict) -> Iterator[dict]:
     base = {
         "experiment": summary["experiment"], "signature": summary["signature"], "status": summary["status"],
         **{k: point.get(k) for k in ("task", "model", "optimizer", "batch_size", "batch_unit", "lr", "seed", "k")},
+        "windows": point.get("windows", 1),
         "beta1": point.get("beta1", math.nan), "beta2": point.get("beta2", math.nan),
         "steps": summary.get("steps"), "examples_seen": summary.get("examples_seen"), "wall_s": summary.get("wall_s"),
+        "pack_id": (summary.get("pack") or {}).get("id", summary["signature"]),
+        "pack_points": (summary.get("pack") or {}).get("points", 1),
         "git_sha": prov.get("git_sha"), "git_dirty": prov.get("git_dirty"),
     }
     for rec in summary.get("targets", []):
-        drop = rec.get("loss_drop")
-        if drop is None:
-            # a window cut short by divergence is the worst outcome an LR can have, not a missing value
-            in_window = rec.get("reached") and summary["status"] == "diverged"
-            drop = -math.inf if in_window else math.nan
+        # a window cut short by divergence is the worst outcome an LR can have, not a missing value
+        cut_short = -math.inf if rec.get("reached") and summary["status"] == "diverged" else math.nan
+        drop = cut_short if rec.get("loss_drop") is None else rec["loss_drop"]
+        drop_mean = rec.get("loss_drop_mean", rec.get("loss_drop"))  # summaries from before windows: one window
+        drop_mean = cut_short if drop_mean is None else drop_mean
         estimate_drop = (rec["estimate"] - rec["estimate_after_k"]) if rec.get("estimate_after_k") is not None \
             else math.nan
         yield {
@@ -216,7 +224,7 @@ def _rows(summary: dict) -> Iterator[dict]:
             "steps_to_target": rec.get("steps"), "examples_to_target": rec.get("examples"),
             "loss_at_target": rec.get("probe_loss"),
             "loss_after_k": rec.get("probe_loss_after_k"), "loss_drop_after_k": drop,
-            "estimate_drop_after_k": estimate_drop,
+            "loss_drop_mean": drop_mean, "estimate_drop_after_k": estimate_drop,
         }
 
 
@@ -229,8 +237,8 @@ def load_grid(store: str | Path, experiment: str, statuses: tuple[str, ...] = FI
             rows.extend(_rows(summary))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     numeric = ["batch_size", "lr", "beta1", "beta2", "seed", "k", "target_loss", "steps_to_target",
-               "examples_to_target", "loss_at_target", "loss_after_k", "loss_drop_after_k",
-               "estimate_drop_after_k", "steps", "examples_seen", "wall_s"]
+               "examples_to_target", "loss_at_target", "loss_after_k", "loss_drop_after_k", "windows",
+               "loss_drop_mean", "estimate_drop_after_k", "steps", "examples_seen", "wall_s", "pack_points"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     frame[["batch_size", "seed"]] = frame[["batch_size", "seed"]].astype("Int64")
     return frame

@@ -75,7 +75,8 @@ def _point_fields(cfg: DictConfig) -> dict:
         "task": cfg.task.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name, "lr_schedule": cfg.lr.name,
         "batch_size": int(cfg.batch.size), "batch_unit": cfg.batch.unit, "lr": float(f"{cfg.optimizer.lr:.6g}"),
         "beta1": None if betas is None else float(betas[0]), "beta2": None if betas is None else float(betas[1]),
-        "seed": int(cfg.seed), "k": int(cfg.protocol.k), "targets": list(cfg.protocol.targets),
+        "seed": int(cfg.seed), "k": int(cfg.protocol.k), "windows": int(cfg.protocol.windows),
+        "targets": list(cfg.protocol.targets),
     }
 
 
@@ -93,7 +94,8 @@ class PointRun:
         proto = cfg.protocol
         self.batch_size = int(cfg.batch.size)
         self.tracker = TargetTracker(
-            targets=list(proto.targets), k=proto.k, batch_size=self.batch_size, initial_loss=initial_loss,
+            targets=list(proto.targets), k=proto.k, windows=proto.windows, batch_size=self.batch_size,
+            initial_loss=initial_loss,
             probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap, ema_examples=proto.ema_examples,
             diverge_factor=proto.diverge_factor, max_steps=proto.max_steps, max_examples=proto.max_examples,
             patience=proto.patience)

@@ -110,3 +110,26 @@ def test_a_stalled_run_is_capped_early():
     events, _ = drive(t, losses)
     assert t.status == CAPPED and "no new best loss in 4096 examples" in events[-1]["reason"]
     assert 4096 <= events[-1]["step"] * 16 <= 2 * 4096 + 30 * 16
+
+
+def test_several_windows_measure_the_mean_drop_and_keep_the_first_as_the_papers():
+    losses = [round(2.0 - 0.01 * s + (0.02 if s == 110 else 0.0), 10) for s in range(1, 400)]  # a bump at S + K
+    t = TargetTracker(targets=[1.0], k=10, windows=3, batch_size=4, initial_loss=2.0, probe_every=64,
+                      probe_min_gap=4)
+    events, probed = drive(t, losses)
+    rec = t.records[1.0]
+    assert t.status == DONE and rec.steps == 100
+    assert rec.window_losses == pytest.approx([0.92, 0.8, 0.7])  # at S + K, S + 2K, S + 3K
+    assert rec.loss_drop == pytest.approx(0.08)  # the paper's: the first window, bump included
+    assert rec.loss_drop_mean == pytest.approx(0.1)  # (1.0 - 0.7) / 3
+    assert [e.get("window") for e in events if e["event"] == "after_k"] == [1, 2, 3]
+    assert probed[-1] == 130  # the run ends when the last window closes
+
+
+def test_divergence_in_a_later_window_keeps_the_first_drop_but_no_mean():
+    losses = linear(2.0, 0.01, 115) + [math.nan]
+    t = TargetTracker(targets=[1.0], k=10, windows=2, batch_size=4, initial_loss=2.0, probe_every=64,
+                      probe_min_gap=4)
+    drive(t, losses)
+    rec = t.records[1.0]
+    assert t.status == DIVERGED and rec.loss_drop == pytest.approx(0.1) and rec.loss_drop_mean is None
