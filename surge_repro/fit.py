@@ -2,7 +2,10 @@
 
 For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
 
-1. The optimal LR of each batch size: the LR whose mean loss drop over the K extra steps is largest (``optimal_lr``).
+1. The optimal LR of each batch size: the LR whose mean score over seeds is largest (``optimal_lr``). The score is
+   the criterion's (``CRITERIA``): the paper's loss drop over the K extra steps (``drop``), the mean drop per window
+   over ``protocol.windows`` consecutive windows (``drop_mean``), or the speed 1/S to the target (``steps``: the LR
+   that reaches the target in the fewest steps; a run that never reaches it has speed 0).
    It is flagged ``on_edge`` when it sits on the first or last LR of the grid, or next to an LR that has no measured
    drop (all runs diverged or never reached the target there): the true optimum may lie beyond.
 2. S and E at that LR (mean over seeds), and Eq 22: 1/S = -B_noise * (1/E) + 1/S_min, a least-squares line of 1/S on
@@ -12,7 +15,9 @@ For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
 
 ``fit_target`` does all three on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
 paper's rounds) with replacement, the same seeds for every cell, which keeps the pairing of a seed's runs across the
-grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. Everything comes back with its n.
+grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. Everything comes back with its n, and with
+the bootstrap distribution of each optimum: ``identify`` turns it into verdicts (resolved, on the edge, not
+identifiable) and ``budget`` into the seeds a grid needs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ from surge_repro.theory import LAWS, law_shape
 
 CI = (2.5, 97.5)
 WORKLOAD = ["task", "model", "optimizer", "beta1", "beta2", "k"]  # what must be the same across a fitted grid
+CRITERIA = {
+    "drop": "argmax over LR of the mean loss drop over the K steps after the target (the paper, section 3.1)",
+    "drop_mean": "argmax over LR of the mean drop per K-step window over protocol.windows consecutive windows",
+    "steps": "argmax over LR of the mean speed 1/S to the target, 0 for runs that never reach it: the LR that "
+             "reaches the target in the fewest steps",
+}
 
 
 @dataclass
@@ -41,6 +52,19 @@ class Grid:
     drop: np.ndarray  # loss drop after K steps; -inf where the run diverged inside the window
     steps: np.ndarray  # S; NaN where the target was not reached
     n_runs: int
+    drop_mean: np.ndarray | None = None  # mean drop per window (protocol.windows); as drop for one window
+    present: np.ndarray | None = None  # True where the run exists (it may not have reached the target)
+
+    def score(self, criterion: str) -> np.ndarray:
+        """What the optimal LR maximises, per run (NaN where a run is missing)."""
+        if criterion == "drop":
+            return self.drop
+        if criterion == "drop_mean":
+            return self.drop if self.drop_mean is None else self.drop_mean
+        if criterion == "steps":  # a run that exists but never reached the target has speed 0
+            present = np.isfinite(self.drop) | np.isfinite(self.steps) if self.present is None else self.present
+            return np.where(np.isfinite(self.steps), 1 / self.steps, np.where(present, 0.0, np.nan))
+        raise ValueError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, target: float, lrs: np.ndarray | None = None) -> "Grid":
@@ -49,13 +73,17 @@ class Grid:
         lr_axis = np.sort(np.unique(np.round(rows["lr"].to_numpy(float), 12))) if lrs is None else np.asarray(lrs)
         seeds = np.sort(rows["seed"].unique()).astype(int)
         shape = (len(bs), len(lr_axis), len(seeds))
-        drop, steps = np.full(shape, np.nan), np.full(shape, np.nan)
+        drop, steps, drop_mean = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+        present = np.zeros(shape, bool)
         b_i = np.searchsorted(bs, rows["batch_size"].to_numpy(float))
         l_i = np.searchsorted(lr_axis, np.round(rows["lr"].to_numpy(float), 12))
         s_i = np.searchsorted(seeds, rows["seed"].to_numpy(int))
         drop[b_i, l_i, s_i] = rows["loss_drop_after_k"].to_numpy(float)
         steps[b_i, l_i, s_i] = rows["steps_to_target"].to_numpy(float)
-        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows))
+        present[b_i, l_i, s_i] = True
+        mean_col = rows["loss_drop_mean"] if "loss_drop_mean" in rows else rows["loss_drop_after_k"]
+        drop_mean[b_i, l_i, s_i] = mean_col.to_numpy(float)
+        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows), drop_mean, present)
 
 
 def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
@@ -106,16 +134,19 @@ class TargetFit:
     """The fitted numbers of one target, with bootstrap intervals (lists [lo, hi]) and the n behind them."""
 
     target: float
+    criterion: str  # a key of CRITERIA: what the optimal LR maximises
     n_runs: int
     n_seeds: int
     n_boot: int
     batch_sizes: list[float]
     lrs: list[float]
-    lr_opt: list[float]  # per batch size; NaN where no LR measured a drop
+    lr_opt: list[float]  # per batch size; NaN where no LR has a score
     lr_opt_ci: list[list[float]]
     lr_opt_agreement: list[float]  # share of replicates whose optimum is the same LR as the data's
+    lr_opt_dist: list[list[float]]  # per batch size, the share of replicates whose optimum is each LR
     on_edge: list[bool]
-    drop_at_opt: list[float]
+    edge_side: list[str | None]  # "top" (the optimum may be larger) or "bottom" (smaller) where on_edge
+    score_at_opt: list[float]
     seeds_at_opt: list[int]
     steps_at_opt: list[float]  # S (mean over seeds) at the optimal LR
     examples_at_opt: list[float]
@@ -125,25 +156,26 @@ class TargetFit:
     s_min_ci: list[float]
     eps_max: dict[str, float]
     eps_max_ci: dict[str, list[float]]
+    law_band: dict[str, dict[str, list[float]]]  # per law: B, and the 2.5/97.5 percentiles of its curve there
     peak_batch_size: float  # the B whose optimal LR is largest (first of ties)
     peak_batch_size_ci: list[float]
-    mean_drop: list[list[float]] = field(repr=False)  # (batch size, LR), for the heatmap
+    mean_score: list[list[float]] = field(repr=False)  # (batch size, LR): the criterion's mean, for the heatmap
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _estimates(grid: Grid, seed_idx: np.ndarray) -> dict:
+def _estimates(grid: Grid, seed_idx: np.ndarray, criterion: str) -> dict:
     """Every estimate for each row of ``seed_idx`` (replicates x seeds, indices into grid.seeds)."""
-    mean_drop = _nanmean(grid.drop[:, :, seed_idx], axis=-1).transpose(2, 0, 1)  # (rep, B, LR)
-    best, on_edge = optimal_lr(mean_drop)
+    mean_score = _nanmean(grid.score(criterion)[:, :, seed_idx], axis=-1).transpose(2, 0, 1)  # (rep, B, LR)
+    best, on_edge = optimal_lr(mean_score)
     lr_opt = np.where(best >= 0, grid.lrs[np.clip(best, 0, None)], np.nan)  # (rep, B)
     steps = grid.steps[:, :, seed_idx].transpose(2, 0, 1, 3)  # (rep, B, LR, seeds)
     at_opt = np.take_along_axis(steps, np.clip(best, 0, None)[..., None, None], axis=2)[:, :, 0, :]
     s_opt = np.where(best >= 0, _nanmean(at_opt, axis=-1), np.nan)
     e_opt = s_opt * grid.batch_sizes
-    out = {"mean_drop": mean_drop, "best": best, "on_edge": on_edge, "lr_opt": lr_opt, "s_opt": s_opt,
+    out = {"mean_score": mean_score, "best": best, "on_edge": on_edge, "lr_opt": lr_opt, "s_opt": s_opt,
            "e_opt": e_opt, "b_noise": [], "s_min": [], **{f"eps_max/{law}": [] for law in LAWS}}
     for r in range(len(seed_idx)):
         b_noise, s_min = fit_b_noise(s_opt[r], e_opt[r])
@@ -163,16 +195,40 @@ def _ci(values) -> list[float]:
     return [float(x) for x in np.percentile(v, CI)] if len(v) else [math.nan, math.nan]
 
 
-def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0) -> TargetFit:
+def _law_bands(grid: Grid, boot: dict) -> dict[str, dict[str, list[float]]]:
+    """Each law's curve over B for every replicate's (eps_max, B_noise), summarised by its 95% percentile band."""
+    b = np.geomspace(grid.batch_sizes.min(), grid.batch_sizes.max(), 60) if grid.batch_sizes.min() > 0 else \
+        np.linspace(grid.batch_sizes.min(), grid.batch_sizes.max(), 60)
+    b_noise = np.asarray(boot["b_noise"], float)
+    bands = {}
+    for law, (_, fn) in LAWS.items():
+        eps = np.asarray(boot[f"eps_max/{law}"], float)
+        ok = np.isfinite(eps) & (b_noise > 0)
+        if ok.sum() < 10:
+            continue
+        curves = np.stack([fn(b, e, n) for e, n in zip(eps[ok], b_noise[ok])])
+        lo, hi = np.percentile(curves, CI, axis=0)
+        bands[law] = {"b": b.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+    return bands
+
+
+def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "drop") -> TargetFit:
     n_seeds = len(grid.seeds)
-    point = _estimates(grid, np.arange(n_seeds)[None, :])
+    point = _estimates(grid, np.arange(n_seeds)[None, :], criterion)
     rng = np.random.default_rng(seed)
-    boot = _estimates(grid, rng.integers(0, n_seeds, size=(n_boot, n_seeds)))
+    boot = _estimates(grid, rng.integers(0, n_seeds, size=(n_boot, n_seeds)), criterion)
     best, lr_opt = point["best"][0], point["lr_opt"][0]
     agreement = (boot["best"] == best[None, :]).mean(axis=0)
-    drop_at_opt = np.where(best >= 0, np.take_along_axis(point["mean_drop"][0], np.clip(best, 0, None)[:, None],
-                                                         axis=1)[:, 0], np.nan)
-    seeds_at_opt = [int(np.isfinite(grid.drop[b, l]).sum()) if l >= 0 else 0 for b, l in enumerate(best)]
+    n_lr = len(grid.lrs)
+    dist = np.stack([(boot["best"] == j).mean(axis=0) for j in range(n_lr)], axis=1)  # (B, LR)
+    score_at_opt = np.where(best >= 0, np.take_along_axis(point["mean_score"][0], np.clip(best, 0, None)[:, None],
+                                                          axis=1)[:, 0], np.nan)
+    finite = np.isfinite(point["mean_score"][0])
+    side = []
+    for b, (j, edge) in enumerate(zip(best, point["on_edge"][0])):
+        top = j == n_lr - 1 or (j >= 0 and j + 1 < n_lr and not finite[b, j + 1])
+        side.append(None if not edge else "top" if top else "bottom")
+    seeds_at_opt = [int(np.isfinite(grid.drop[b, j]).sum()) if j >= 0 else 0 for b, j in enumerate(best)]
     notes = []
     b_noise = point["b_noise"][0]
     if not b_noise > 0:
@@ -184,26 +240,29 @@ def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0) -> TargetFit:
         edge = [int(b) for b, e in zip(grid.batch_sizes, point["on_edge"][0]) if e]
         notes.append(f"optimal LR on the edge of the measured LR range at B = {edge}: the optimum may lie beyond")
     return TargetFit(
-        target=grid.target, n_runs=grid.n_runs, n_seeds=n_seeds, n_boot=n_boot,
+        target=grid.target, criterion=criterion, n_runs=grid.n_runs, n_seeds=n_seeds, n_boot=n_boot,
         batch_sizes=grid.batch_sizes.tolist(), lrs=grid.lrs.tolist(), lr_opt=lr_opt.tolist(),
         lr_opt_ci=[_ci(boot["lr_opt"][:, i]) for i in range(len(grid.batch_sizes))],
-        lr_opt_agreement=agreement.tolist(), on_edge=point["on_edge"][0].tolist(),
-        drop_at_opt=drop_at_opt.tolist(), seeds_at_opt=seeds_at_opt,
+        lr_opt_agreement=agreement.tolist(), lr_opt_dist=dist.tolist(), on_edge=point["on_edge"][0].tolist(),
+        edge_side=side, score_at_opt=score_at_opt.tolist(), seeds_at_opt=seeds_at_opt,
         steps_at_opt=point["s_opt"][0].tolist(), examples_at_opt=point["e_opt"][0].tolist(),
         b_noise=b_noise, b_noise_ci=_ci(boot["b_noise"]), s_min=point["s_min"][0], s_min_ci=_ci(boot["s_min"]),
         eps_max={law: point[f"eps_max/{law}"][0] for law in LAWS},
-        eps_max_ci={law: _ci(boot[f"eps_max/{law}"]) for law in LAWS},
+        eps_max_ci={law: _ci(boot[f"eps_max/{law}"]) for law in LAWS}, law_band=_law_bands(grid, boot),
         peak_batch_size=float(point["peak"][0]), peak_batch_size_ci=_ci(boot["peak"]),
-        mean_drop=point["mean_drop"][0].tolist(), notes=notes,
+        mean_score=point["mean_score"][0].tolist(), notes=notes,
     )
 
 
-def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[TargetFit]:
+def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, criterion: str = "drop") -> list[TargetFit]:
     """One ``TargetFit`` per target in the table, highest target first, on the LR axis of the whole table."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
     workloads = table[WORKLOAD].drop_duplicates()
     if len(workloads) > 1:
         raise ValueError(f"the table mixes {len(workloads)} workloads ({workloads.to_dict('records')}); a fit needs "
                          f"one: give each its own experiment_name, or filter the table first")
     lrs = np.sort(np.unique(np.round(table["lr"].to_numpy(float), 12)))
     targets = sorted(table["target_loss"].unique(), reverse=True)
-    return [fit_target(Grid.from_table(table, t, lrs), n_boot=n_boot, seed=seed) for t in targets]
+    return [fit_target(Grid.from_table(table, t, lrs), n_boot=n_boot, seed=seed, criterion=criterion)
+            for t in targets]

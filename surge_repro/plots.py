@@ -2,9 +2,11 @@
 
 ``surge_row`` draws one target as the paper's two panels:
 
-- left: the mean loss drop over (B, LR) as a heatmap, the optimal LR of each B (filled marker; hollow when on the
-  edge of the measured range; bars = bootstrap 95% interval over seeds), a red dashed line at the fitted B_noise, and
-  the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of Eq 24) with their eps_max;
+- left: the criterion's mean over (B, LR) as a heatmap (the paper's: the loss drop over K steps), the optimal LR of
+  each B (filled: resolved; hollow: on the grid's edge; small and faint: not identifiable; bars = bootstrap 95%
+  interval over seeds), the fewest-steps optimum beside it (blue diamonds), a red dashed line at the fitted B_noise,
+  the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of Eq 24) with their eps_max, and the
+  surge law's 95% band over seeds;
 - right: 1/S against 1/E at the optimal LRs with the Eq 22 line, whose slope is -B_noise.
 
 Axes are linear for a linear lattice (Table 1's grids) and logarithmic for a geometric one.
@@ -55,10 +57,32 @@ def _fmt_ci(value: float, ci: list[float], fmt: str = ".3g") -> str:
     return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if math.isfinite(lo) else f"{value:{fmt}}"
 
 
-def heatmap_panel(ax, fit: TargetFit) -> None:
+def _optima(ax, fit: TargetFit, b: np.ndarray, verdict: dict | None, color: str, marker: str, prefix: str) -> None:
+    """The optimal LR per B with its 95% bootstrap interval: filled where resolved (or where no verdict is given),
+    hollow on the grid's edge, small and faint where not identifiable."""
+    lr_opt = np.asarray(fit.lr_opt, float)
+    ci = np.asarray(fit.lr_opt_ci, float)
+    ok = np.isfinite(lr_opt)
+    edge = np.asarray(fit.on_edge, bool)
+    state = np.asarray(verdict["per_batch"]) if verdict else np.where(edge, "edge", "resolved")
+    yerr = np.clip(np.abs(np.vstack([lr_opt - ci[:, 0], ci[:, 1] - lr_opt])), 0, None)
+    yerr = np.where(np.isfinite(yerr), yerr, 0)
+    shift = 1.04 if marker == "D" else 1.0  # side by side with the main criterion's marker
+    styles = (("resolved", dict(mfc=color, ms=7, alpha=1.0), "optimal LR, resolved (95% CI over seeds)"),
+              ("edge", dict(mfc="none", ms=7, alpha=1.0), "optimal LR on the grid's edge"),
+              ("not identifiable", dict(mfc="white", ms=5, alpha=0.55), "optimal LR, not identifiable"))
+    for name, style, label in styles:
+        mask = ok & (state == name)
+        if mask.any():
+            ax.errorbar(b[mask] * shift, lr_opt[mask], yerr=yerr[:, mask], fmt=marker, mec=color, mew=1.6,
+                        ecolor=color, elinewidth=1.1, capsize=3, label=prefix + label, zorder=5, **style)
+
+
+def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: TargetFit | None = None,
+                  overlay_verdict: dict | None = None) -> None:
     b, lrs = np.asarray(fit.batch_sizes), np.asarray(fit.lrs)
     log_b, log_lr = _is_geometric(b), _is_geometric(lrs)
-    drop = np.asarray(fit.mean_drop, float).T  # (LR, B)
+    drop = np.asarray(fit.mean_score, float).T  # (LR, B)
     finite = drop[np.isfinite(drop)]
     vmin, vmax = (np.percentile(finite, [2, 98]) if len(finite) else (0, 1))
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # grey: no run measured a drop there
@@ -66,18 +90,13 @@ def heatmap_panel(ax, fit: TargetFit) -> None:
                          vmin=vmin, vmax=vmax, shading="flat")
     for i, j in zip(*np.where(np.isneginf(drop))):  # a run diverged inside its drop window
         ax.plot(b[j], lrs[i], marker="x", color="tab:red", ms=6, mew=1.5, ls="none")
-    ax.figure.colorbar(mesh, ax=ax, label=f"mean loss drop over K steps (n = {fit.n_seeds} seeds)")
+    label = {"drop": "mean loss drop over K steps", "drop_mean": "mean loss drop per K-step window",
+             "steps": "mean speed 1/S to the target"}.get(fit.criterion, fit.criterion)
+    ax.figure.colorbar(mesh, ax=ax, label=f"{label} (n = {fit.n_seeds} seeds)")
 
-    lr_opt = np.asarray(fit.lr_opt, float)
-    ci = np.asarray(fit.lr_opt_ci, float)
-    edge = np.asarray(fit.on_edge, bool)
-    ok = np.isfinite(lr_opt)
-    yerr = np.clip(np.abs(np.vstack([lr_opt - ci[:, 0], ci[:, 1] - lr_opt])), 0, None)
-    for mask, face, label in ((ok & ~edge, "tab:red", "optimal LR (95% CI over seeds)"),
-                              (ok & edge, "none", "optimal LR on the grid's edge")):
-        if mask.any():
-            ax.errorbar(b[mask], lr_opt[mask], yerr=yerr[:, mask], fmt="o", ms=7, mfc=face, mec="tab:red",
-                        mew=1.8, ecolor="tab:red", elinewidth=1.2, capsize=3, label=label, zorder=5)
+    _optima(ax, fit, b, verdict, "tab:red", "o", "")
+    if overlay is not None:
+        _optima(ax, overlay, b, overlay_verdict, "tab:blue", "D", "fewest steps: ")
 
     x_edges = _edges(b, log_b)
     if fit.b_noise > 0:
@@ -88,6 +107,10 @@ def heatmap_panel(ax, fit: TargetFit) -> None:
             if math.isfinite(eps):
                 ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g}",
                         **LAW_STYLE[law], zorder=4)
+            band = fit.law_band.get(law)
+            if band and law == "adam":  # one band (the surge law's) keeps the heatmap readable
+                ax.fill_between(band["b"], band["lo"], band["hi"], color=LAW_STYLE[law]["color"], alpha=0.18,
+                                lw=0, zorder=3, label=f"{label}: 95% band over seeds")
         lo, hi = x_edges[0], x_edges[-1]
         if lo <= fit.b_noise <= hi:
             ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fit.b_noise:.3g}", zorder=4)
@@ -120,15 +143,23 @@ def se_panel(ax, fit: TargetFit) -> None:
     ax.legend(fontsize=7, loc="best")
 
 
-def surge_figure(fits: list[TargetFit], title: str) -> Figure:
-    """A row of (heatmap, S-E) panels per target."""
-    fig, axes = plt.subplots(len(fits), 2, figsize=(13, 5.6 * len(fits)), squeeze=False, layout="constrained",
+def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None = None,
+                 overlay: list[TargetFit] | None = None, overlay_verdicts: list[dict] | None = None) -> Figure:
+    """A row of (heatmap, S-E) panels per target; ``verdicts`` (``identify.surge_verdict``) style the optima and
+    title each row, ``overlay`` (fits by another criterion) adds their optima."""
+    fig, axes = plt.subplots(len(fits), 2, figsize=(13, 5.9 * len(fits)), squeeze=False, layout="constrained",
                              gridspec_kw={"width_ratios": [1.45, 1]})
-    for (left, right), fit in zip(axes, fits):
-        heatmap_panel(left, fit)
+    for i, ((left, right), fit) in enumerate(zip(axes, fits)):
+        verdict = verdicts[i] if verdicts else None
+        heatmap_panel(left, fit, verdict, overlay[i] if overlay else None,
+                      overlay_verdicts[i] if overlay_verdicts else None)
         se_panel(right, fit)
-        left.set_title(f"target loss {fit.target:g}: {fit.n_runs} runs, {len(fit.batch_sizes)} B x "
-                       f"{len(fit.lrs)} LR x {fit.n_seeds} seeds", fontsize=10)
+        head = f"target loss {fit.target:g}: {fit.n_runs} runs, {len(fit.batch_sizes)} B x {len(fit.lrs)} LR x " \
+               f"{fit.n_seeds} seeds"
+        if verdict:
+            n_res = verdict["per_batch"].count("resolved")
+            head += f"\nverdict: {verdict['verdict']} ({n_res} of {len(fit.batch_sizes)} optima resolved)"
+        left.set_title(head, fontsize=10)
         right.set_title(f"observed peak of the optimal LR at B = "
                         f"{_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, '.4g')}", fontsize=10)
     fig.suptitle(title, fontsize=12)

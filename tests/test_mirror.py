@@ -92,8 +92,8 @@ def test_the_report_logs_figure_and_numbers_to_the_experiments_group(tmp_path):
 
     synthetic.write_store(tmp_path / "store", "smoke", synthetic.table(seeds=2, rng=0))
     cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",
-                   "logger=wandb", "logger.mode=offline"])
-    render(cfg, "test", n_boot=20)
+                   "logger=wandb", "logger.mode=offline", "report.n_boot=20"])
+    render(cfg, "test")
     record = inspect(tmp_path / "fig")
     assert record["name"] == "report-smoke" and record["summary"]["figure"]["_type"] == "image-file"
     assert record["summary"]["target_1.b_noise"] > 0  # the fitted numbers, flattened

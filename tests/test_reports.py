@@ -18,8 +18,9 @@ SCRIPTS = sorted((ROOT / "reports").glob("fig*.py"))
 def test_render_writes_figure_and_numbers_that_recover_the_truth(tmp_path):
     frame = synthetic.table(law="adam", eps_max=1e-3, b_noise=20.0, seeds=4, rng=5)
     synthetic.write_store(tmp_path / "store", "smoke", frame)
-    cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}"])
-    png = render(cfg, "test", n_boot=100)
+    cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",
+                   "report.n_boot=100"])
+    png = render(cfg, "test")
     assert png.stat().st_size > 20_000
     numbers = json.loads(png.with_suffix(".json").read_text())
     (fit,) = numbers["targets"]
@@ -28,6 +29,26 @@ def test_render_writes_figure_and_numbers_that_recover_the_truth(tmp_path):
     assert fit["n_seeds"] == 4 and fit["n_runs"] == len(frame)
     assert numbers["points"] == {"done": len(frame)}
     assert json.dumps(numbers).count("NaN") == 0  # strict JSON
+    assert numbers["criterion"] == "drop" and "loss drop" in numbers["criterion_means"]
+    verdict = fit["verdict"]
+    assert verdict["verdict"] in ("surge supported", "rise only", "fall only", "no trend resolved")
+    assert len(verdict["per_batch"]) == len(fit["batch_sizes"]) == len(fit["lr_opt_dist"])
+    assert all(abs(sum(d) - 1) < 1e-6 for d in fit["lr_opt_dist"])  # the bootstrap distribution of each optimum
+    assert set(fit["law_band"]) == {"adam", "sgd_alpha1", "sgd_alpha0.5"}
+    (steps,) = numbers["steps_criterion"]
+    assert steps["criterion"] == "steps" and steps["verdict"]["per_batch"]
+
+
+def test_the_report_says_which_criterion_it_used(tmp_path):
+    synthetic.write_store(tmp_path / "store", "smoke", synthetic.table(seeds=3, rng=2))
+    cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",
+                   "report.n_boot=50", "report.criterion=steps"])
+    numbers = json.loads(render(cfg, "test").with_suffix(".json").read_text())
+    assert numbers["criterion"] == "steps" and numbers["steps_criterion"] is None
+    assert numbers["targets"][0]["criterion"] == "steps"
+    bad = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", "report.criterion=fastest"])
+    with pytest.raises(ValueError, match="report.criterion=drop"):
+        render(bad, "test")
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

@@ -1,0 +1,102 @@
+"""Can the optimum be seen? Verdicts from a fit's bootstrap over seeds, per (target, B) and per figure.
+
+Per batch size (``verdicts``), from the bootstrap distribution of the optimal LR (``TargetFit.lr_opt_dist``):
+
+- ``resolved``: in at least ``confidence`` of the replicates the optimum lies within one grid step of the data's;
+- ``edge``: the data's optimum is on the grid's edge (``edge_side`` top or bottom): the true one may lie beyond, so
+  only one side of its interval means anything;
+- ``not identifiable``: neither; more seeds would be needed (``budget`` says how many);
+- ``no data``: no LR measured the criterion at this batch size.
+
+Per figure (``surge_verdict``): the optimal LR rises between two batch sizes when the 95% interval of the smaller
+one's optimum lies wholly below the larger one's, and falls when wholly above; only resolved optima and the
+meaningful side of edge optima take part (a top edge's interval bounds its optimum from below only, a bottom edge's
+from above only). The
+surge (a rise, then a fall at larger B) is claimed only when both are supported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from surge_repro.fit import TargetFit
+
+RESOLVED, EDGE, UNRESOLVED, NO_DATA = "resolved", "edge", "not identifiable", "no data"
+CONFIDENCE = 0.95
+
+
+def within_one_step(fit: TargetFit) -> list[float]:
+    """Per batch size, the share of replicates whose optimum is within one grid step of the data's."""
+    out = []
+    for best_lr, dist in zip(fit.lr_opt, fit.lr_opt_dist):
+        if not math.isfinite(best_lr):
+            out.append(0.0)
+            continue
+        j = int(np.argmin(np.abs(np.asarray(fit.lrs) - best_lr)))
+        out.append(float(sum(dist[max(0, j - 1):j + 2])))
+    return out
+
+
+def verdicts(fit: TargetFit, confidence: float = CONFIDENCE) -> list[str]:
+    near = within_one_step(fit)
+    out = []
+    for lr, edge, share in zip(fit.lr_opt, fit.on_edge, near):
+        out.append(NO_DATA if not math.isfinite(lr) else EDGE if edge else RESOLVED if share >= confidence
+                   else UNRESOLVED)
+    return out
+
+
+def _bounds(fit: TargetFit, confidence: float) -> list[tuple[float, float] | None]:
+    """Per batch size, the interval of the optimum that may take part in a rise or fall claim (None: none)."""
+    out = []
+    for v, (lo, hi), lr, side in zip(verdicts(fit, confidence), fit.lr_opt_ci, fit.lr_opt, fit.edge_side):
+        if v == RESOLVED:
+            out.append((lo, hi))
+        elif v == EDGE:  # the interval's inner side still holds: the data's edge optimum is itself noisy
+            out.append((lo, math.inf) if side == "top" else (0.0, hi))
+        else:
+            out.append(None)
+    return out
+
+
+def surge_verdict(fit: TargetFit, confidence: float = CONFIDENCE) -> dict:
+    """The figure's verdict: which rises and falls of the optimal LR with B the data support, in words."""
+    v = verdicts(fit, confidence)
+    bounds = _bounds(fit, confidence)
+    b = fit.batch_sizes
+    rises, falls = [], []
+    for i in range(len(b)):
+        for j in range(i + 1, len(b)):
+            if bounds[i] is None or bounds[j] is None:
+                continue
+            if bounds[i][1] < bounds[j][0]:
+                rises.append((b[i], b[j]))
+            if bounds[i][0] > bounds[j][1]:
+                falls.append((b[i], b[j]))
+    # a surge: a rise into some B, then a fall out of it or of a larger B
+    surge = any(rj <= fi for (_, rj) in rises for (fi, _) in falls)
+    counts = {k: v.count(k) for k in (RESOLVED, EDGE, UNRESOLVED, NO_DATA)}
+    head = (f"{counts[RESOLVED]} of {len(b)} batch sizes resolved (optimum within one grid step in >= "
+            f"{confidence:.0%} of replicates), {counts[EDGE]} on the grid's edge, {counts[UNRESOLVED]} not "
+            f"identifiable at {fit.n_seeds} seeds")
+    if surge:
+        label = "surge supported"
+        text = f"rise and fall supported: the optimal LR rises ({_pairs(rises)}) and then falls ({_pairs(falls)})"
+    elif rises:
+        label = "rise only"
+        text = f"rise supported ({_pairs(rises)}); no fall resolved within the grid"
+    elif falls:
+        label = "fall only"
+        text = f"fall supported ({_pairs(falls)}); no rise resolved within the grid"
+    else:
+        label = "no trend resolved"
+        text = "no rise or fall of the optimal LR is resolved: the data cannot show a surge at this number of seeds"
+    return {"verdict": label, "text": f"{text}. {head}.", "rises": rises, "falls": falls, "per_batch": v,
+            "within_one_step": within_one_step(fit), "confidence": confidence}
+
+
+def _pairs(pairs: list[tuple[float, float]], most: int = 3) -> str:
+    shown = ", ".join(f"B {a:g} -> {c:g}" for a, c in pairs[:most])
+    return shown + (f" and {len(pairs) - most} more" if len(pairs) > most else "")
