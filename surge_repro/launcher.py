@@ -143,6 +143,14 @@ class PackedLauncher(Launcher):
             size = math.ceil(len(group) / parts)
             units.extend(group[k:k + size] for k in range(0, len(group), size))
         units.sort(key=len, reverse=True)  # packs first: the longest units start first
+        if workers > 1:  # torch would give every worker all cores; share them out instead (threads is not identity)
+            share = max(1, (os.cpu_count() or 1) // workers)
+            unset = [c for c in cfgs.values() if c.threads is None]
+            for c in unset:
+                c.threads = share
+            if unset:
+                log.info("threads=%d per worker (%d workers on %d cores); set threads= to choose", share, workers,
+                         os.cpu_count() or 1)
         log.info("launching %d job(s) as %d unit(s) (%d pack(s)) on %d worker(s)", len(job_overrides), len(units),
                  sum(len(u) > 1 for u in units), workers)
 

@@ -125,8 +125,9 @@ def test_a_packed_multirun_on_two_workers_matches_one_by_one(tmp_path):
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout + out.stderr
 
-    log = sweep(tmp_path / "packed", "hydra.launcher.n_jobs=2", "hydra.launcher.cpu_max_batch=32")
+    log = sweep(tmp_path / "packed", "hydra.launcher.n_jobs=2", "hydra.launcher.cpu_max_batch=32", "threads=null")
     assert "on 2 worker(s)" in log and "12 of 12 points finished" in log
+    assert "per worker (2 workers on" in log  # the cores are shared out, not oversubscribed
     sweep(tmp_path / "alone", "launcher=local")
     packed, alone = (load_grid(tmp_path / s, "smoke").sort_values(["signature", "target_loss"]).reset_index(drop=True)
                      for s in ("packed", "alone"))
