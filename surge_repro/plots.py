@@ -5,8 +5,8 @@
 - left: the criterion's mean over (B, LR) as a heatmap (the paper's: the loss drop over K steps), the optimal LR of
   each B (filled: resolved; hollow: on the grid's edge; small and faint: not identifiable; bars = bootstrap 95%
   interval over seeds), the fewest-steps optimum beside it (blue diamonds), a red dashed line at the fitted B_noise,
-  the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of Eq 24) with their eps_max, and the
-  surge law's 95% band over seeds;
+  the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of Eq 24) with their eps_max, each with its
+  95% band over seeds;
 - right: 1/S against 1/E at the optimal LRs with the Eq 22 line, whose slope is -B_noise.
 
 Axes are linear for a linear lattice (Table 1's grids) and logarithmic for a geometric one.
@@ -105,12 +105,12 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
         for law, (label, fn) in LAWS.items():
             eps = fit.eps_max[law]
             if math.isfinite(eps):
-                ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g}",
+                ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g} (band: 95%)",
                         **LAW_STYLE[law], zorder=4)
             band = fit.law_band.get(law)
-            if band and law == "adam":  # one band (the surge law's) keeps the heatmap readable
-                ax.fill_between(band["b"], band["lo"], band["hi"], color=LAW_STYLE[law]["color"], alpha=0.18,
-                                lw=0, zorder=3, label=f"{label}: 95% band over seeds")
+            if band:  # the curve's 95% band over seeds, faint so that three of them leave the heatmap readable
+                ax.fill_between(band["b"], band["lo"], band["hi"], color=LAW_STYLE[law]["color"],
+                                alpha=0.16 if law == "adam" else 0.08, lw=0, zorder=3)
         lo, hi = x_edges[0], x_edges[-1]
         if lo <= fit.b_noise <= hi:
             ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fit.b_noise:.3g}", zorder=4)
