@@ -10,7 +10,8 @@ candidate number of seeds n, ``n_sim`` follow-ups are drawn by resampling n of t
 the share within one grid step of the pilot's optimum is the chance that n seeds resolve it. The budget of a batch
 size is the smallest n (doubling from 2) whose chance reaches ``confidence``. The pilot's means stand in for the
 truth: a pilot too small to rank the LRs at all gives a budget that is itself noisy, and the plan says how many
-seeds it rests on. Cost: the mean wall time of the pilot's points at each B, times points, on the pilot's device
+seeds it rests on. A batch size whose pilot optimum sits on the LR grid's edge is flagged: there more seeds only
+resolve the edge, and the grid needs widening. Cost: the mean wall time of the pilot's points at each B, times points, on the pilot's device
 (a packed point costs its share of its pack's time, so the pilot's packing carries over to the estimate).
 """
 
@@ -73,6 +74,7 @@ def plan(table: pd.DataFrame, criterion: str = "drop", confidence: float = 0.95,
     target = float(table["target_loss"].min()) if target is None else float(target)
     grid = Grid.from_table(table, target)
     needed = seeds_needed(grid, criterion, confidence)
+    _, on_edge = optimal_lr(_nanmean(grid.score(criterion), axis=-1))
     wall = point_seconds(table)
     n_lr = n_lrs or len(grid.lrs)
     rows = []
@@ -84,7 +86,8 @@ def plan(table: pd.DataFrame, criterion: str = "drop", confidence: float = 0.95,
         rows.append({"batch_size": float(b), "pilot_batch_size": float(grid.batch_sizes[i]),
                      "pilot_seeds": len(grid.seeds), "seeds_needed": n,
                      "points": None if n is None else n * n_lr,
-                     "core_hours": None if n is None else n * n_lr * seconds / 3600})
+                     "core_hours": None if n is None else n * n_lr * seconds / 3600,
+                     "note": "optimum on the LR grid's edge: widen the grid" if on_edge[i] else ""})
     return pd.DataFrame(rows)
 
 
