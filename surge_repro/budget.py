@@ -11,8 +11,8 @@ the share within one grid step of the pilot's optimum is the chance that n seeds
 size is the smallest n (doubling from 2) whose chance reaches ``confidence``. The pilot's means stand in for the
 truth: a pilot too small to rank the LRs at all gives a budget that is itself noisy, and the plan says how many
 seeds it rests on. A batch size whose pilot optimum sits on the LR grid's edge is flagged: there more seeds only
-resolve the edge, and the grid needs widening. Cost: the mean wall time of the pilot's points at each B, times points, on the pilot's device
-(a packed point costs its share of its pack's time, so the pilot's packing carries over to the estimate).
+resolve the edge, and the grid needs widening. Cost: the device time of the pilot's points at each B, times points,
+on the pilot's device (a packed point costs its share of its pack's time, so the pilot's packing carries over).
 """
 
 from __future__ import annotations
