@@ -23,6 +23,7 @@ import copy
 import logging
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,6 +51,15 @@ def group_jobs(job_overrides: Sequence[Sequence[str]]) -> list[list[int]]:
     return list(groups.values())
 
 
+def with_pack_keys(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A copy of ``cfg`` (composed for a job of the same group) with this job's values of ``PACK_KEYS`` set."""
+    job = copy.deepcopy(cfg)
+    keys = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in PACK_KEYS]
+    for override in OverridesParser.create().parse_overrides(keys):
+        OmegaConf.update(job, override.key_or_group, override.value(), force_add=True)
+    return job
+
+
 def _n_workers(n_jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's meaning of -1, -2, ...
 
@@ -66,6 +76,7 @@ class PackedLauncher(Launcher):
         self.n_jobs, self.pack, self.cpu_max_batch = n_jobs, pack, cpu_max_batch
         self.memory_fraction = memory_fraction
         self.config: DictConfig | None = None
+        self.final: dict[int, str] = {}
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
 
@@ -86,18 +97,11 @@ class PackedLauncher(Launcher):
         """The configs of a group's jobs. Hydra composes the first; the others differ from it only in the values of
         ``PACK_KEYS``, which are set on copies of it (composing each job anew costs 0.1 s, 15 s for the quickstart)."""
         cfg = self._compose(job_overrides[group[0]], first + group[0])
-        parser = OverridesParser.create()
-        cfgs = []
-        for i in group:
-            job = copy.deepcopy(cfg)
-            pack_keys = [o for o in job_overrides[i] if o.split("=", 1)[0].lstrip("+~") in PACK_KEYS]
-            for override in parser.parse_overrides(pack_keys):
-                OmegaConf.update(job, override.key_or_group, override.value(), force_add=True)
-            cfgs.append(job)
-        return cfgs
+        return [with_pack_keys(cfg, job_overrides[i]) for i in group]
 
-    def _packs(self, cfg: DictConfig, size: int) -> tuple[bool, str]:
-        """Whether a group of ``size`` jobs like ``cfg`` trains packed, and why (the architecture only, no data)."""
+    def _packs(self, cfg: DictConfig, size: int, device_type: str | None = None) -> tuple[bool, str]:
+        """Whether a group of ``size`` jobs like ``cfg`` trains packed, and why (the architecture only, no data).
+        ``device_type``: where the jobs will run, when that is not this machine (a cluster's GPU nodes)."""
         if size < 2:
             return False, "a single point"
         if self.pack == "never":
@@ -111,25 +115,36 @@ class PackedLauncher(Launcher):
         reason = why_not_packable(cfg, model)
         if reason:
             return False, reason
-        device = device_for(str(cfg.device))
-        if self.pack == "auto" and device.type == "cpu" and int(cfg.batch.size) > self.cpu_max_batch:
+        kind = device_type if str(cfg.device) == "auto" and device_type else device_for(str(cfg.device)).type
+        if self.pack == "auto" and kind == "cpu" and int(cfg.batch.size) > self.cpu_max_batch:
             return False, (f"B={cfg.batch.size} > hydra.launcher.cpu_max_batch={self.cpu_max_batch} on a CPU, where "
                            f"a packed step costs more than the steps it replaces")
-        return True, f"B={cfg.batch.size} on {device.type}"
+        return True, f"B={cfg.batch.size} on {kind}"
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        workers = _n_workers(int(self.n_jobs))
+    def plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, workers: int,
+             device_type: str | None = None) -> tuple[list[list[int]], dict[int, DictConfig]]:
+        """Units (lists of job indices: a pack, or one point), largest first, and every job's config."""
+        from surge_repro.point import signature
+        from surge_repro.store import FINAL, PointDir
 
         units: list[list[int]] = []
         packed_groups = []
         cfgs: dict[int, DictConfig] = {}
+        self.final: dict[int, str] = {}  # jobs whose point the store already has: nothing to launch
         for group in group_jobs(job_overrides):
             cfgs.update(zip(group, self._group_configs(group, job_overrides, initial_job_idx)))
-            packs, why = self._packs(cfgs[group[0]], len(group))
+            for i in group:
+                status = PointDir(cfgs[i].paths.store, cfgs[i].experiment_name, signature(cfgs[i])).status()
+                if status in FINAL:
+                    self.final[i] = status
+            skipped = [i for i in group if i in self.final]
+            if skipped:
+                log.info("%d point(s) already final in the store (%s): skipped", len(skipped),
+                         ", ".join(f"{n} {s}" for s, n in sorted(Counter(self.final[i] for i in skipped).items())))
+            group = [i for i in group if i not in self.final]
+            if not group:
+                continue
+            packs, why = self._packs(cfgs[group[0]], len(group), device_type)
             shared = " ".join(o for o in filter_overrides(job_overrides[group[0]])
                               if o.split("=", 1)[0] not in PACK_KEYS)
             log.info("%d point(s) [%s]: %s (%s)", len(group), shared, "packed" if packs else "one by one", why)
@@ -143,6 +158,27 @@ class PackedLauncher(Launcher):
             size = math.ceil(len(group) / parts)
             units.extend(group[k:k + size] for k in range(0, len(group), size))
         units.sort(key=len, reverse=True)  # packs first: the longest units start first
+        return units, cfgs
+
+    def returns(self, units: list[list[int]], outcomes: list[list], job_overrides: Sequence[Sequence[str]],
+                sweep_dir: Path) -> list[JobReturn]:
+        """Hydra's job returns, in job order, from each unit's outcomes (a (status, value) per job)."""
+        returns: dict[int, JobReturn] = {}
+        outcomes = list(outcomes) + [[(JobStatus.COMPLETED, status)] for status in self.final.values()]
+        units = list(units) + [[i] for i in self.final]
+        for unit, outcome in zip(units, outcomes):
+            for i, (status, value) in zip(unit, outcome):
+                returns[i] = JobReturn(overrides=list(job_overrides[i]), working_dir=str(sweep_dir),
+                                       task_name=self.config.hydra.job.name, status=status, _return_value=value)
+        return [returns[i] for i in range(len(job_overrides))]
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        workers = _n_workers(int(self.n_jobs))
+        units, cfgs = self.plan(job_overrides, initial_job_idx, workers)
         if workers > 1:  # torch would give every worker all cores; share them out instead (threads is not identity)
             share = max(1, (os.cpu_count() or 1) // workers)
             unset = [c for c in cfgs.values() if c.threads is None]
@@ -151,7 +187,7 @@ class PackedLauncher(Launcher):
             if unset:
                 log.info("threads=%d per worker (%d workers on %d cores); set threads= to choose", share, workers,
                          os.cpu_count() or 1)
-        log.info("launching %d job(s) as %d unit(s) (%d pack(s)) on %d worker(s)", len(job_overrides), len(units),
+        log.info("launching %d job(s) as %d unit(s) (%d pack(s)) on %d worker(s)", sum(map(len, units)), len(units),
                  sum(len(u) > 1 for u in units), workers)
 
         args = [([cfgs[i] for i in unit], self.memory_fraction, str(sweep_dir / f"unit-{k}.log"))
@@ -169,14 +205,8 @@ class PackedLauncher(Launcher):
             outcomes[k] = outcome
             points += len(outcome)
             log.info("unit %d of %d finished (%d point(s)): %d of %d points finished", len(outcomes), len(units),
-                     len(outcome), points, len(job_overrides))
-
-        returns: dict[int, JobReturn] = {}
-        for unit, outcome in zip(units, (outcomes[k] for k in range(len(units)))):
-            for i, (status, value) in zip(unit, outcome):
-                returns[i] = JobReturn(overrides=list(job_overrides[i]), working_dir=str(sweep_dir),
-                                       task_name=self.config.hydra.job.name, status=status, _return_value=value)
-        return [returns[i] for i in range(len(job_overrides))]
+                     len(outcome), points, sum(map(len, units)))
+        return self.returns(units, [outcomes[k] for k in range(len(units))], job_overrides, sweep_dir)
 
 
 def _numbered(k: int, *args: Any) -> tuple[int, list]:
@@ -191,6 +221,7 @@ def _run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True,
                             handlers=[logging.StreamHandler(), logging.FileHandler(log_file)])
     from surge_repro import packed, train
+    from surge_repro.train import interrupted
 
     try:
         if len(cfgs) == 1:
@@ -199,5 +230,7 @@ def _run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
             summaries = packed.run_pack(cfgs, memory_fraction=memory_fraction)
         return [(JobStatus.COMPLETED, s["status"]) for s in summaries]
     except Exception as err:  # a config or data error: Hydra reports it for each job of the unit
+        if interrupted(err):  # a time limit or preemption: the task did not complete, its points stay incomplete
+            raise
         log.error("%s", err)
         return [(JobStatus.FAILED, err)] * len(cfgs)

@@ -34,7 +34,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from surge_repro.config import build, validate
 from surge_repro.point import signature
 from surge_repro.store import FINAL, PointDir
-from surge_repro.train import PointRun, _train, setup
+from surge_repro.train import PointRun, _train, interrupted, setup
 
 log = logging.getLogger("surge_repro")
 
@@ -324,6 +324,8 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
                     epoch = epoch[keep]
                     orders = [orders[r] for r in keep]
     except Exception as err:  # every point still training is recorded as failed; a relaunch reruns them
+        if interrupted(err):
+            raise
         error = f"{type(err).__name__}: {err}"
         log.error("pack %s: failed at step %d: %s\n%s", sigs[0], step, error, traceback.format_exc())
     for j in live:

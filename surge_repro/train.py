@@ -161,6 +161,13 @@ def probe_loss(loss_fn, probe_batch: tuple, chunk: int = 256) -> float:
     return total / len(labels)
 
 
+def interrupted(err: BaseException) -> bool:
+    """Whether ``err`` cut a run short rather than failed it: submitit raises UncompletedJobError from its signal
+    handler when SLURM times out or preempts a job. Such a run writes no summary; it stays incomplete and a relaunch
+    runs it again."""
+    return type(err).__name__ == "UncompletedJobError"
+
+
 def train_step(model, optimizer, scheduler, task, batch) -> torch.Tensor:
     """One optimizer step of one point; returns its minibatch loss (before the step)."""
     loss = task.loss(model, batch)
@@ -196,6 +203,8 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task) -> dict:
             step += 1
             run_.update(step, loss.item(), probe, optimizer.param_groups[0]["lr"])
     except Exception as err:  # a failed run is recorded, the sweep goes on, a relaunch reruns it
+        if interrupted(err):
+            raise
         error = f"{type(err).__name__}: {err}"
         log.error("%s: failed at step %d: %s\n%s", sig, run_.step, error, traceback.format_exc())
     return run_.finish(error)
