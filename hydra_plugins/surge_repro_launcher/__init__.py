@@ -1,21 +1,44 @@
 """Hydra's entry points to surge_repro's packing launcher (``surge_repro/launcher.py`` holds the logic).
 
 Hydra loads plugins only from the ``hydra_plugins`` namespace, so this module defines the classes Hydra instantiates
-and registers their configs: ``hydra/launcher=surge_packed`` and ``hydra/sweeper=surge_basic``, both selected by
-``conf/launcher/packed.yaml``.
+and registers their configs: ``hydra/launcher=surge_packed`` (``conf/launcher/packed.yaml``),
+``surge_slurm`` and ``surge_submitit_local`` (``conf/launcher/slurm.yaml``, ``submitit_local.yaml``: the cluster
+launcher of ``surge_repro/cluster.py``), and ``hydra/sweeper=surge_basic``; and it puts ``slurm/conf`` on the config
+search path, so that a site profile ``slurm/conf/site/<name>.yaml`` is ``+site=<name>`` from any directory.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 
+from surge_repro.cluster import PackedSubmititLauncher
 from surge_repro.launcher import PackedLauncher, group_jobs
+
+
+SITES = Path(__file__).resolve().parents[2] / "slurm" / "conf"
+
+
+class SurgeSitePath(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider="surge_repro-sites", path=f"file://{SITES}")
 
 
 class SurgePackedLauncher(PackedLauncher):
     pass
+
+
+class SurgeSlurmLauncher(PackedSubmititLauncher):
+    _EXECUTOR = "slurm"
+
+
+class SurgeSubmititLocalLauncher(PackedSubmititLauncher):
+    _EXECUTOR = "local"
 
 
 class SurgeBasicSweeper(BasicSweeper):
@@ -38,11 +61,33 @@ class SurgePackedLauncherConf:
 
 
 @dataclass
+class _Packing:
+    pack: str = "auto"            # auto | always | never (auto: every B on GPU nodes, B <= cpu_max_batch on CPUs)
+    cpu_max_batch: int = 16
+    memory_fraction: float = 0.5
+    points_per_task: int = 16     # single (unpacked) points per array task; a pack is always one task
+
+
+@dataclass
+class SurgeSlurmLauncherConf(SlurmQueueConf, _Packing):
+    _target_: str = "hydra_plugins.surge_repro_launcher.SurgeSlurmLauncher"
+
+
+@dataclass
+class SurgeSubmititLocalLauncherConf(LocalQueueConf, _Packing):
+    _target_: str = "hydra_plugins.surge_repro_launcher.SurgeSubmititLocalLauncher"
+
+
+@dataclass
 class SurgeBasicSweeperConf(BasicSweeperConf):
     _target_: str = "hydra_plugins.surge_repro_launcher.SurgeBasicSweeper"
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="surge_packed", node=SurgePackedLauncherConf,
+                             provider="surge_repro")
+ConfigStore.instance().store(group="hydra/launcher", name="surge_slurm", node=SurgeSlurmLauncherConf,
+                             provider="surge_repro")
+ConfigStore.instance().store(group="hydra/launcher", name="surge_submitit_local", node=SurgeSubmititLocalLauncherConf,
                              provider="surge_repro")
 ConfigStore.instance().store(group="hydra/sweeper", name="surge_basic", node=SurgeBasicSweeperConf,
                              provider="surge_repro")
