@@ -18,6 +18,7 @@ Packing is decided for the nodes, not for the submitting machine: with ``device=
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -107,5 +108,11 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
 
 
 def _run_task(units: list[list[DictConfig]], memory_fraction: float, log_file: str) -> list[list[tuple]]:
-    """One array task: its units one after another, in the task's own process."""
+    """One array task: its units one after another, in the task's own process. Unless ``threads`` is set, torch
+    uses the CPUs SLURM gave the task, not every core of the node."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    for cfgs in units:
+        for cfg in cfgs:
+            if cfg.threads is None and cpus:
+                cfg.threads = int(cpus)
     return [_run_unit(cfgs, memory_fraction, log_file, configure=k == 0) for k, cfgs in enumerate(units)]
