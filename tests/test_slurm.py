@@ -136,3 +136,22 @@ def test_a_task_out_of_time_is_rerun_by_the_relaunch(tmp_path):
     assert "submitted 1 job(s)" in log
     assert status_counts(store, "smoke") == {"done": 2, "capped": 1}
     assert all((store / "smoke" / name / "summary.json").read_text() == text for name, text in finished.items())
+
+
+def test_scontrol_requeue_mid_sweep_reruns_the_cut_points_and_gives_the_same_table(tmp_path, reference):
+    # preemption as a cluster does it: SLURM kills the running tasks and queues them again; the requeued task skips
+    # its finished points and trains the cut ones from their start (checkpointed resume is not built yet)
+    store = tmp_path / "store"
+    proc = sweep(tmp_path, store, "launcher=slurm", background=True)
+    try:
+        assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1
+                        and sum(status_counts(store, "smoke").get(s, 0) for s in ("done", "diverged")) >= 3)
+        for job in array_job_ids():
+            subprocess.run(["scontrol", "requeue", job], check=True)
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, log
+    assert any((p / "attempts").is_dir() for p in (store / "smoke").iterdir())  # a cut run's files, kept apart
+    pd.testing.assert_frame_equal(table(store), reference, check_exact=False, rtol=0, atol=1e-5)
