@@ -67,10 +67,11 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
         executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
         return executor
 
-    def tasks(self, units: list[list[int]]) -> list[list[list[int]]]:
-        """Array tasks: each pack alone; single points in chunks of ``points_per_task``."""
-        packs = [[u] for u in units if len(u) > 1]
-        singles = [u for u in units if len(u) == 1]
+    def tasks(self, units: list[list[int]]) -> list[list[int]]:
+        """Array tasks as lists of indices into ``units``: each pack alone; single points in chunks of
+        ``points_per_task``."""
+        packs = [[k] for k, u in enumerate(units) if len(u) > 1]
+        singles = [k for k, u in enumerate(units) if len(u) == 1]
         chunks = [singles[k:k + self.points_per_task] for k in range(0, len(singles), self.points_per_task)]
         return packs + chunks
 
@@ -81,13 +82,14 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        units, cfgs = self.planner.plan(job_overrides, initial_job_idx, workers=1, device_type=self._device_type())
+        units, cfgs, final = self.planner.plan(job_overrides, initial_job_idx, workers=1,
+                                               device_type=self._device_type())
         tasks = self.tasks(units)
         if not tasks:
             log.info("every point of the sweep is already final in the store: nothing to submit")
-            return self.planner.returns([], [], job_overrides, sweep_dir)
+            return self.planner.returns([], [], final, job_overrides, sweep_dir)
         executor = self._executor()
-        args = [[[cfgs[i] for i in unit] for unit in task] for task in tasks]
+        args = [[[cfgs[i] for i in units[u]] for u in task] for task in tasks]
         logs = [str(sweep_dir / f"task-{k}.log") for k in range(len(tasks))]
         jobs = executor.map_array(_run_task, args, [self.planner.memory_fraction] * len(tasks), logs)
         log.info("submitted %d job(s) as %d array task(s) of %s job %s (%d pack(s)); logs in %s", sum(map(len, units)),
@@ -101,10 +103,10 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
                 # cancelled, out of time, or the node died: its finished points are final in the store, the rest
                 # are incomplete and the next launch of the same command runs them
                 log.error("array task %s did not complete: %s", job.job_id, str(err).splitlines()[0])
-                per_unit = [[(JobStatus.FAILED, err)] * len(unit) for unit in task]
-            for unit, outcome in zip(task, per_unit):
-                outcomes[units.index(unit)] = outcome
-        return self.planner.returns(units, [outcomes[k] for k in range(len(units))], job_overrides, sweep_dir)
+                per_unit = [[(JobStatus.FAILED, err)] * len(units[u]) for u in task]
+            outcomes.update(zip(task, per_unit))
+        return self.planner.returns(units, [outcomes[k] for k in range(len(units))], final, job_overrides,
+                                    sweep_dir)
 
 
 def _run_task(units: list[list[DictConfig]], memory_fraction: float, log_file: str) -> list[list[tuple]]:

@@ -8,7 +8,7 @@ Select it with ``launcher=packed`` (the default of every experiment); ``conf/lau
 Jobs whose overrides differ only in ``optimizer.lr`` and ``seed`` (``PACK_KEYS``) form a group: one workload at one
 batch size. A group trains as packs when ``pack`` allows it (``auto``: always on a GPU; on a CPU only at batch sizes up
 to ``cpu_max_batch``, where the shared per-step overhead outweighs vmap's slower convolutions, measured in
-``reports/bench_packing.py``) and the workload allows it (``packed.why_not_packable``); otherwise its points run one
+``reports/bench_speed.py``) and the workload allows it (``packed.why_not_packable``); otherwise its points run one
 by one. Units (packs or single points) go to ``n_jobs`` worker processes through joblib, largest first; with
 ``n_jobs: 1`` they run in this process, which is what a GPU wants. Each point keeps its own store entry: the store,
 not Hydra's job directories, holds the results, and relaunching skips what is done.
@@ -76,7 +76,6 @@ class PackedLauncher(Launcher):
         self.n_jobs, self.pack, self.cpu_max_batch = n_jobs, pack, cpu_max_batch
         self.memory_fraction = memory_fraction
         self.config: DictConfig | None = None
-        self.final: dict[int, str] = {}
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
 
@@ -122,26 +121,27 @@ class PackedLauncher(Launcher):
         return True, f"B={cfg.batch.size} on {kind}"
 
     def plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, workers: int,
-             device_type: str | None = None) -> tuple[list[list[int]], dict[int, DictConfig]]:
-        """Units (lists of job indices: a pack, or one point), largest first, and every job's config."""
+             device_type: str | None = None) -> tuple[list[list[int]], dict[int, DictConfig], dict[int, str]]:
+        """Units (lists of job indices: a pack, or one point), largest first; every job's config; and the jobs whose
+        point the store already has as final, with its status (nothing to launch for them)."""
         from surge_repro.point import signature
         from surge_repro.store import FINAL, PointDir
 
         units: list[list[int]] = []
         packed_groups = []
         cfgs: dict[int, DictConfig] = {}
-        self.final: dict[int, str] = {}  # jobs whose point the store already has: nothing to launch
+        final: dict[int, str] = {}
         for group in group_jobs(job_overrides):
             cfgs.update(zip(group, self._group_configs(group, job_overrides, initial_job_idx)))
             for i in group:
                 status = PointDir(cfgs[i].paths.store, cfgs[i].experiment_name, signature(cfgs[i])).status()
                 if status in FINAL:
-                    self.final[i] = status
-            skipped = [i for i in group if i in self.final]
+                    final[i] = status
+            skipped = [i for i in group if i in final]
             if skipped:
                 log.info("%d point(s) already final in the store (%s): skipped", len(skipped),
-                         ", ".join(f"{n} {s}" for s, n in sorted(Counter(self.final[i] for i in skipped).items())))
-            group = [i for i in group if i not in self.final]
+                         ", ".join(f"{n} {s}" for s, n in sorted(Counter(final[i] for i in skipped).items())))
+            group = [i for i in group if i not in final]
             if not group:
                 continue
             packs, why = self._packs(cfgs[group[0]], len(group), device_type)
@@ -158,14 +158,15 @@ class PackedLauncher(Launcher):
             size = math.ceil(len(group) / parts)
             units.extend(group[k:k + size] for k in range(0, len(group), size))
         units.sort(key=len, reverse=True)  # packs first: the longest units start first
-        return units, cfgs
+        return units, cfgs, final
 
-    def returns(self, units: list[list[int]], outcomes: list[list], job_overrides: Sequence[Sequence[str]],
-                sweep_dir: Path) -> list[JobReturn]:
-        """Hydra's job returns, in job order, from each unit's outcomes (a (status, value) per job)."""
+    def returns(self, units: list[list[int]], outcomes: list[list], final: dict[int, str],
+                job_overrides: Sequence[Sequence[str]], sweep_dir: Path) -> list[JobReturn]:
+        """Hydra's job returns, in job order, from each unit's outcomes (a (status, value) per job) and the jobs
+        that were already final."""
         returns: dict[int, JobReturn] = {}
-        outcomes = list(outcomes) + [[(JobStatus.COMPLETED, status)] for status in self.final.values()]
-        units = list(units) + [[i] for i in self.final]
+        outcomes = list(outcomes) + [[(JobStatus.COMPLETED, status)] for status in final.values()]
+        units = list(units) + [[i] for i in final]
         for unit, outcome in zip(units, outcomes):
             for i, (status, value) in zip(unit, outcome):
                 returns[i] = JobReturn(overrides=list(job_overrides[i]), working_dir=str(sweep_dir),
@@ -178,7 +179,7 @@ class PackedLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         workers = _n_workers(int(self.n_jobs))
-        units, cfgs = self.plan(job_overrides, initial_job_idx, workers)
+        units, cfgs, final = self.plan(job_overrides, initial_job_idx, workers)
         if workers > 1:  # torch would give every worker all cores; share them out instead (threads is not identity)
             share = max(1, (os.cpu_count() or 1) // workers)
             unset = [c for c in cfgs.values() if c.threads is None]
@@ -206,7 +207,7 @@ class PackedLauncher(Launcher):
             points += len(outcome)
             log.info("unit %d of %d finished (%d point(s)): %d of %d points finished", len(outcomes), len(units),
                      len(outcome), points, sum(map(len, units)))
-        return self.returns(units, [outcomes[k] for k in range(len(units))], job_overrides, sweep_dir)
+        return self.returns(units, [outcomes[k] for k in range(len(units))], final, job_overrides, sweep_dir)
 
 
 def _numbered(k: int, *args: Any) -> tuple[int, list]:
@@ -221,7 +222,6 @@ def _run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True,
                             handlers=[logging.StreamHandler(), logging.FileHandler(log_file)])
     from surge_repro import packed, train
-    from surge_repro.train import interrupted
 
     try:
         if len(cfgs) == 1:
@@ -230,7 +230,7 @@ def _run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
             summaries = packed.run_pack(cfgs, memory_fraction=memory_fraction)
         return [(JobStatus.COMPLETED, s["status"]) for s in summaries]
     except Exception as err:  # a config or data error: Hydra reports it for each job of the unit
-        if interrupted(err):  # a time limit or preemption: the task did not complete, its points stay incomplete
+        if train.interrupted(err):  # a time limit or preemption: the task did not complete, its points stay incomplete
             raise
         log.error("%s", err)
         return [(JobStatus.FAILED, err)] * len(cfgs)

@@ -46,7 +46,8 @@ def test_table1_cnn_grids_are_exact():
         few = compose("config", overrides=["+experiment=fig2b_cnn5_fmnist_small_bs", "rounds=3"],
                       return_hydra_config=True)
     lrs = [k * 1e-4 for k in range(1, 11)]
-    assert sweep_values(b, "optimizer.lr") == pytest.approx(lrs) and sweep_values(c, "optimizer.lr") == pytest.approx(lrs)
+    assert sweep_values(b, "optimizer.lr") == pytest.approx(lrs)
+    assert sweep_values(c, "optimizer.lr") == pytest.approx(lrs)
     assert sweep_values(b, "batch.size") == list(range(1, 13))
     assert sweep_values(c, "batch.size") == list(range(64, 1165, 100))
     assert b.optimizer.betas == [0.9, 0.999] and b.protocol.k == 10 and b.model.name == "cnn5"

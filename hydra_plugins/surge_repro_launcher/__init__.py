@@ -52,29 +52,30 @@ class SurgeBasicSweeper(BasicSweeper):
 
 
 @dataclass
-class SurgePackedLauncherConf:
-    _target_: str = "hydra_plugins.surge_repro_launcher.SurgePackedLauncher"
-    n_jobs: int = 1               # worker processes; -1 = one per CPU core
-    pack: str = "auto"            # auto | always | never
+class _Packing:
+    pack: str = "auto"            # auto | always | never (auto: every B on a GPU, B <= cpu_max_batch on a CPU)
     cpu_max_batch: int = 16       # auto packs on a CPU only up to this batch size
     memory_fraction: float = 0.5  # a pack may use this fraction of the device's free memory
 
 
 @dataclass
-class _Packing:
-    pack: str = "auto"            # auto | always | never (auto: every B on GPU nodes, B <= cpu_max_batch on CPUs)
-    cpu_max_batch: int = 16
-    memory_fraction: float = 0.5
+class SurgePackedLauncherConf(_Packing):
+    _target_: str = "hydra_plugins.surge_repro_launcher.SurgePackedLauncher"
+    n_jobs: int = 1               # worker processes; -1 = one per CPU core
+
+
+@dataclass
+class _ClusterPacking(_Packing):
     points_per_task: int = 16     # single (unpacked) points per array task; a pack is always one task
 
 
 @dataclass
-class SurgeSlurmLauncherConf(SlurmQueueConf, _Packing):
+class SurgeSlurmLauncherConf(SlurmQueueConf, _ClusterPacking):
     _target_: str = "hydra_plugins.surge_repro_launcher.SurgeSlurmLauncher"
 
 
 @dataclass
-class SurgeSubmititLocalLauncherConf(LocalQueueConf, _Packing):
+class SurgeSubmititLocalLauncherConf(LocalQueueConf, _ClusterPacking):
     _target_: str = "hydra_plugins.surge_repro_launcher.SurgeSubmititLocalLauncher"
 
 

@@ -53,7 +53,8 @@ def _check_dims(name: str, inputs: torch.Tensor, labels: torch.Tensor, in_chans:
     got = (inputs.shape[1], inputs.shape[2], int(labels.max()) + 1)
     if got[0] != in_chans or got[1] != img_size or got[2] > num_classes:
         raise ValueError(f"task {name}: config says in_chans={in_chans}, img_size={img_size}, "
-                         f"num_classes={num_classes}; the data has {got[0]} channels, {got[1]} pixels, {got[2]} classes")
+                         f"num_classes={num_classes}; the data has {got[0]} channels, {got[1]} pixels, "
+                         f"{got[2]} classes")
 
 
 def fashion_mnist(*, root: str, name: str = "fashion_mnist", in_chans: int = 1, img_size: int = 28,
