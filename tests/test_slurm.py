@@ -24,8 +24,10 @@ if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=Tru
     pytest.skip("no SLURM here (start one: sudo bash slurm/up.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.slow
-# the smoke grid, plus one slow LR: 1e-5 needs thousands of steps, so the sweep can be interrupted while it trains
-SLOW = ["+experiment=smoke", "optimizer.lr=0.003,0.03,1e-5", "protocol.max_steps=6000", "protocol.patience=10000000"]
+# the smoke grid, plus one slow LR: 1e-5 runs to its 20,000-step cap (about 20 s), so the sweep is surely
+# interrupted while it trains, on a fast machine too
+SLOW = ["+experiment=smoke", "optimizer.lr=0.003,0.03,1e-5", "protocol.max_steps=20000",
+        "protocol.patience=10000000"]
 
 
 def sweep(tmp_path, store, *extra, background=False, grid=SLOW):
@@ -51,8 +53,8 @@ def wait_for(predicate, timeout=120, every=0.5):
     return False
 
 
-def array_job_ids():
-    out = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split()
+def array_job_ids(state="all"):
+    out = subprocess.run(["squeue", "-h", "-t", state, "-o", "%F"], capture_output=True, text=True).stdout.split()
     return sorted(set(out))
 
 
@@ -146,7 +148,9 @@ def test_scontrol_requeue_mid_sweep_reruns_the_cut_points_and_gives_the_same_tab
     try:
         assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1
                         and sum(status_counts(store, "smoke").get(s, 0) for s in ("done", "diverged")) >= 3)
-        for job in array_job_ids():
+        running = array_job_ids("RUNNING")
+        assert running  # a requeue of an array that has already finished would test nothing
+        for job in running:
             subprocess.run(["scontrol", "requeue", job], check=True)
         log, _ = proc.communicate(timeout=600)
     finally:
