@@ -94,6 +94,7 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(experiment, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", experiment):
         raise ConfigError(f"experiment_name must be a plain name (letters, digits, _ . -), got {experiment!r}: it "
                           f"names the store directory. Fix: experiment_name=my_grid")
+    _positive(cfg, "checkpoint.every_s", float, "300", allow_zero=True)
     threads = _get(cfg, "threads")
     if threads is not None:
         _positive(cfg, "threads", int, "1")

@@ -51,20 +51,27 @@ class Mirror:
     """One W&B run. Construct with the ``logger`` config node (``None`` or ``name: none`` gives a silent mirror)."""
 
     def __init__(self, logger_cfg: Any, *, group: str, name: str, config: dict, directory: Path,
-                 job_type: str = "train"):
+                 job_type: str = "train", resume_id: str | None = None):
         self.run = None
         if logger_cfg is None or logger_cfg.get("name") == "none":
             return
-        self._guard("init", self._init, logger_cfg, group, name, config, directory, job_type)
+        self._guard("init", self._init, logger_cfg, group, name, config, directory, job_type, resume_id)
 
-    def _init(self, logger_cfg: Any, group: str, name: str, config: dict, directory: Path, job_type: str) -> None:
+    @property
+    def id(self) -> str | None:
+        """The W&B run's id: a run resumed from a checkpoint goes on in the same W&B run (``resume_id``)."""
+        return None if self.run is None else self.run.id
+
+    def _init(self, logger_cfg: Any, group: str, name: str, config: dict, directory: Path, job_type: str,
+              resume_id: str | None) -> None:
         import wandb  # imported only when mirroring: it costs a second and starts a service
 
         directory.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=logger_cfg.project, entity=logger_cfg.get("entity"), group=group, name=name,
             job_type=job_type, tags=list(logger_cfg.get("tags") or []), config=flatten(config),
-            dir=str(directory), mode=resolve_mode(logger_cfg.mode),
+            dir=str(directory), mode=resolve_mode(logger_cfg.mode), id=resume_id,
+            resume="allow" if resume_id else None,
             settings=wandb.Settings(quiet=True, console="off", reinit="create_new", silent=True),
         )
 

@@ -26,15 +26,24 @@ import logging
 import os
 import time
 import traceback
+from collections import defaultdict
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.func import functional_call, stack_module_state, vmap
 
+from surge_repro import checkpoint
 from surge_repro.config import build, validate
 from surge_repro.point import signature
 from surge_repro.store import FINAL, PointDir
-from surge_repro.train import PointRun, _train, interrupted, probe_loss, setup
+from surge_repro.train import (
+    PointRun,
+    _train,
+    interrupted,
+    load_optimizer_state,
+    probe_loss,
+    setup,
+)
 
 log = logging.getLogger("surge_repro")
 
@@ -133,7 +142,22 @@ def run_pack(cfgs: list[DictConfig], memory_fraction: float = 0.5) -> list[dict]
                 results[i] = points[i].summary()
             else:
                 live.append(i)
-        for group in _split(cfgs, live, task, memory_fraction):
+        states = {i: checkpoint.load(points[i]) for i in live}
+        fresh = [i for i in live if states[i] is None]
+        packs = defaultdict(list)  # a pack's checkpointed points resume as that pack, row for row
+        for i in live:
+            if states[i] is not None and states[i]["pack"]:
+                packs[states[i]["pack"]["id"], states[i]["step"]].append(i)
+            elif states[i] is not None:
+                results[i] = _train(cfgs[i], points[i], sigs[i], task, states.pop(i))
+        for (pack_id, step), group in packs.items():
+            group.sort(key=lambda i: states[i]["pack"]["row"])
+            log.info("pack %s: %d point(s) resume from their checkpoints at step %d", pack_id, len(group), step)
+            summaries = _train_pack([cfgs[i] for i in group], [points[i] for i in group], [sigs[i] for i in group],
+                                    task, [states.pop(i) for i in group])
+            for i, summary in zip(group, summaries):
+                results[i] = summary
+        for group in _split(cfgs, fresh, task, memory_fraction):
             if len(group) == 1:
                 i = group[0]
                 results[i] = _train(cfgs[i], points[i], sigs[i], task)
@@ -207,8 +231,7 @@ class Pack:
             for old_p, new_p in zip(old.param_groups[0]["params"], optimizer.param_groups[0]["params"]):
                 state = old.state.get(old_p)
                 if state:  # per-point tensors lose the points that left; scalars (the step count) are shared
-                    optimizer.state[new_p] = {k: v[keep] if torch.is_tensor(v) and v.dim() > 0 else v
-                                              for k, v in state.items()}
+                    optimizer.state[new_p] = {k: v[keep] if _per_point(v) else v for k, v in state.items()}
             if scheduler is not None:
                 scheduler.load_state_dict(self.scheduler.state_dict())
             optimizer.param_groups[0]["lr"] = old.param_groups[0]["lr"]
@@ -219,6 +242,31 @@ class Pack:
         self.params = {k: v.detach()[index].requires_grad_() for k, v in self.params.items()}
         self.lr = self.lr[index]
         self.buffers, self.optimizer, self.scheduler = self._optimizer(self.optimizer, index)
+
+    def state(self, row: int) -> tuple[dict, dict, dict]:
+        """The point at ``row``, copied out of the stack in the checkpoint's per-point format: its parameters and its
+        optimizer state by parameter name (``train.optimizer_state``), and per name the optimizer entries that all
+        points share (the step count)."""
+        model = {k: v.detach()[row].to("cpu", copy=True) for k, v in self.params.items()}
+        optimizer, shared = {}, {}
+        for name, buffer in self.buffers.items():
+            state = self.optimizer.state.get(buffer)
+            if state:
+                optimizer[name] = {k: v[row].to("cpu", copy=True) if _per_point(v) else v for k, v in state.items()}
+                shared[name] = [k for k, v in state.items() if not _per_point(v)]
+        return model, optimizer, shared
+
+    def load(self, states: list[dict]) -> None:
+        """Set the stack to the checkpointed points ``states`` (one per row) and the LR schedule to their step."""
+        self.params = {k: torch.stack([s["model"][k] for s in states]).to(self.device).requires_grad_()
+                       for k in self.params}
+        merged = {}
+        for name, entries in states[0]["optimizer"].items():
+            shared = set(states[0]["optimizer_shared"][name])
+            merged[name] = {k: v if k in shared else torch.stack([s["optimizer"][name][k] for s in states])
+                            for k, v in entries.items()}
+        load_optimizer_state(self.optimizer, list(self.buffers), merged)
+        checkpoint.replay_schedule(self.scheduler, states[0]["step"])
 
     def point_loss(self, params: dict, *batch: torch.Tensor) -> torch.Tensor:
         """One point's loss, from its parameters: what vmap maps over the stack."""
@@ -273,7 +321,15 @@ class Pack:
         return self.optimizer.param_groups[0]["lr"]
 
 
-def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str], task) -> list[dict]:
+def _per_point(value) -> bool:
+    """Whether an optimizer state entry of the stack has a row per point (moments) or is shared (the step count)."""
+    return torch.is_tensor(value) and value.dim() > 0
+
+
+def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str], task,
+                states: list[dict] | None = None) -> list[dict]:
+    """Train these points as one pack from their start, or from ``states``: their checkpoints, all of one pack at
+    one step, in the order of their rows."""
     cfg = cfgs[0]
     device, task = setup(cfg, task)
     batch_size = int(cfg.batch.size)
@@ -285,52 +341,76 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
     del models
     probe_batch = task.probe(cfg.protocol.probe.size, cfg.protocol.probe.seed)
 
-    pack_info = {"points": len(cfgs), "id": sigs[0]}
-    initial = pack.probe(list(range(len(cfgs))), probe_batch)
-    runs = [PointRun(c, p, s, loss, device, pack=pack_info) for c, p, s, loss in zip(cfgs, points, sigs, initial)]
-    log.info("pack %s: %d points of B=%d train together (LRs %s; seeds %s)", sigs[0], len(runs), batch_size,
+    step = 0
+    if states is None:
+        pack_info = {"points": len(cfgs), "id": sigs[0]}
+        rows = list(range(len(cfgs)))  # each point's row in the pack as it started: a resumed pack keeps the order
+        initial = pack.probe(rows, probe_batch)
+        runs = [PointRun(c, p, s, loss, device, pack=pack_info) for c, p, s, loss in zip(cfgs, points, sigs, initial)]
+    else:
+        pack_info = {k: states[0]["pack"][k] for k in ("points", "id")}
+        rows = [s["pack"]["row"] for s in states]
+        step = states[0]["step"]
+        pack.load(states)
+        checkpoint.set_rng_state(states[0]["rng"])
+        runs = [PointRun(c, p, s, None, device, pack=pack_info, resume=st["run"])
+                for c, p, s, st in zip(cfgs, points, sigs, states)]
+    log.info("pack %s: %d points of B=%d train together (LRs %s; seeds %s)", pack_info["id"], len(runs), batch_size,
              ",".join(sorted({f"{c.optimizer.lr:.3g}" for c in cfgs})), ",".join(sorted({str(c.seed) for c in cfgs})))
     live = list(range(len(runs)))  # row r of the stack is the point runs[live[r]]
-    orders = [task.epoch_orders(c.seed) for c in cfgs]  # row r's data order, as task.batches draws it alone
     per_epoch = len(task) // batch_size
+    orders = [task.epoch_orders(c.seed, step // per_epoch) for c in cfgs]  # as task.batches draws them alone
+    epoch = None
     summaries: list[dict | None] = [None] * len(runs)
-    step, error = 0, None
+    error = None
     start = last_report = time.perf_counter()
-    try:
-        task.check_batch_size(batch_size)
-        while live:
-            if step % per_epoch == 0:  # every point starts an epoch at the same step: one order each
-                epoch = torch.stack([next(order) for order in orders])
-            offset = (step % per_epoch) * batch_size
-            batch = task.take(epoch[:, offset:offset + batch_size])
-            losses = pack.train_step(batch)
-            step += 1
-            values = losses.tolist()
-            rows = [r for r, j in enumerate(live) if runs[j].tracker.needs_probe(step)]
-            probed = dict(zip(rows, pack.probe(rows, probe_batch))) if rows else {}
-            lr = pack.unit_lr
-            for r, j in enumerate(live):
-                runs[j].update(step, values[r], lambda r=r: probed[r], lr * float(cfgs[j].optimizer.lr))
-            if time.perf_counter() - last_report > cfg.progress.every_s:
-                last_report = time.perf_counter()
-                log.info("pack %s: step %d, %d of %d points training, %.2f ms/step", sigs[0], step, len(live),
-                         len(runs), 1e3 * (last_report - start) / step)
-            done = [r for r, j in enumerate(live) if runs[j].finished]
-            if done:
-                for r in done:
-                    summaries[live[r]] = runs[live[r]].finish()
-                keep = [r for r in range(len(live)) if r not in done]
-                live = [live[r] for r in keep]
+    first = step
+
+    def save() -> None:  # every point still training, at this step
+        rng = checkpoint.rng_state()
+        for r, j in enumerate(live):
+            model, optimizer, shared = pack.state(r)
+            checkpoint.save(points[j], {"step": step, "model": model, "optimizer": optimizer,
+                                        "optimizer_shared": shared, "rng": rng, "run": runs[j].state(),
+                                        "pack": {**pack_info, "row": rows[j]}})
+
+    with checkpoint.Saver(cfg.checkpoint.every_s, save).running() as saver:
+        try:
+            task.check_batch_size(batch_size)
+            while live:
+                if epoch is None or step % per_epoch == 0:  # every point starts an epoch at the same step
+                    epoch = torch.stack([next(order) for order in orders])
+                offset = (step % per_epoch) * batch_size
+                batch = task.take(epoch[:, offset:offset + batch_size])
+                losses = pack.train_step(batch)
+                step += 1
+                values = losses.tolist()
+                probe_rows = [r for r, j in enumerate(live) if runs[j].tracker.needs_probe(step)]
+                probed = dict(zip(probe_rows, pack.probe(probe_rows, probe_batch))) if probe_rows else {}
+                lr = pack.unit_lr
+                for r, j in enumerate(live):
+                    runs[j].update(step, values[r], lambda r=r: probed[r], lr * float(cfgs[j].optimizer.lr))
+                if time.perf_counter() - last_report > cfg.progress.every_s:
+                    last_report = time.perf_counter()
+                    log.info("pack %s: step %d, %d of %d points training, %.2f ms/step", pack_info["id"], step,
+                             len(live), len(runs), 1e3 * (last_report - start) / (step - first))
+                done = [r for r, j in enumerate(live) if runs[j].finished]
+                if done:
+                    for r in done:
+                        summaries[live[r]] = runs[live[r]].finish()
+                    keep = [r for r in range(len(live)) if r not in done]
+                    live = [live[r] for r in keep]
+                    if live:
+                        pack.keep(keep)
+                        epoch = epoch[keep]
+                        orders = [orders[r] for r in keep]
                 if live:
-                    pack.keep(keep)
-                    epoch = epoch[keep]
-                    orders = [orders[r] for r in keep]
-    except Exception as err:  # every point still training is recorded as failed; a relaunch reruns them
-        if interrupted(err):
-            raise
-        error = f"{type(err).__name__}: {err}"
-        log.error("pack %s: failed at step %d: %s\n%s", sigs[0], step, error, traceback.format_exc())
+                    saver.step()
+        except Exception as err:  # every point still training is recorded as failed; a relaunch reruns them
+            if interrupted(err):
+                raise
+            error = f"{type(err).__name__}: {err}"
+            log.error("pack %s: failed at step %d: %s\n%s", pack_info["id"], step, error, traceback.format_exc())
     for j in live:
         summaries[j] = runs[j].finish(error)
     return summaries
-

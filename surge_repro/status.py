@@ -6,8 +6,9 @@
 It expands the sweep exactly as ``run.py -m`` would (the experiment's ``hydra.sweeper.params`` and the command
 line's sweeps), computes each point's signature, and prints per status (done, capped, diverged, failed, incomplete,
 running, missing) how many points are in it, then the points that a relaunch of the same command would run, with
-the overrides that name them. Exit status 0 when every point is final, 1 otherwise. ``python -m surge_repro.store``
-counts what the store holds without a sweep to compare with.
+the overrides that name them and the step of their checkpoint if they have one (a relaunch resumes them there).
+Exit status 0 when every point is final, 1 otherwise. ``python -m surge_repro.store`` counts what the store holds
+without a sweep to compare with.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Sequence
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from surge_repro import checkpoint
 from surge_repro.config import compose
 from surge_repro.launcher import group_jobs, with_pack_keys
 from surge_repro.point import signature
@@ -55,16 +57,18 @@ def grid_points(argv: Sequence[str]) -> list[tuple[list[str], object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     points = grid_points(argv)
-    statuses = []
+    statuses, dirs = [], []
     for overrides, cfg in points:
-        statuses.append(PointDir(cfg.paths.store, cfg.experiment_name, signature(cfg)).status())
+        dirs.append(PointDir(cfg.paths.store, cfg.experiment_name, signature(cfg)))
+        statuses.append(dirs[-1].status())
     counts = Counter(statuses)
     name = points[0][1].experiment_name if points else "?"
     print(f"{name}: {len(points)} points in the sweep: "
           + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s]))
-    todo = [(s, o) for s, (o, _) in zip(statuses, points) if s not in FINAL]
-    for status, overrides in todo[:20]:
-        print(f"  {status:10s} {' '.join(overrides)}")
+    todo = [(s, o, d) for s, (o, _), d in zip(statuses, points, dirs) if s not in FINAL]
+    for status, overrides, point in todo[:20]:
+        step = checkpoint.step_of(point) if status in ("incomplete", "running") else None
+        print(f"  {status:10s} {' '.join(overrides)}" + (f"  (checkpoint at step {step})" if step else ""))
     if len(todo) > 20:
         print(f"  ... and {len(todo) - 20} more")
     if todo:

@@ -8,12 +8,14 @@ Layout, under ``paths.store``::
         events.jsonl                append-only, as they happen: target crossings, drop windows, divergence, cap
         summary.json                written once when a run ends, atomically: status, the point, one record per
                                     target, steps, wall time, provenance
+        checkpoint.pt               the state of a run in progress (``checkpoint``); gone once summary.json is there
         attempts/<n>/               files of earlier runs of the point that did not finish; kept, never read
         .lock                       flock-ed while a run of the point is in progress
 
 Point statuses: ``done`` (every target reached and its drop measured), ``capped`` (a cap or a stall came first),
 ``diverged``; these three are final and a relaunch skips them. ``failed`` (an exception, named in summary.json) and
-``incomplete`` (files but no summary and no lock: a killed run) are run again by a relaunch. ``running`` means another
+``incomplete`` (files but no summary and no lock: a killed run) are run again by a relaunch, from their checkpoint
+if they have one. ``running`` means another
 process holds the lock.
 
 ``load_grid`` returns the tidy table, one row per (run x target), built from summary.json files only. Its columns:
@@ -45,6 +47,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import math
 import os
 import shutil
@@ -52,11 +55,15 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Callable, Iterator
 
 import pandas as pd
 
+log = logging.getLogger("surge_repro")
+
 FINAL = ("done", "capped", "diverged")
+CHECKPOINT = "checkpoint.pt"
+STREAMS = ("metrics", "events")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
     "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
@@ -70,12 +77,16 @@ class StoreError(RuntimeError):
     """The store cannot be written or read. The message says what to do; finished points are never touched."""
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, fsync, rename: a reader sees the old file or the new one."""
+def atomic_write(path: Path, content: str | Callable[[IO[bytes]], None]) -> None:
+    """Write to a temporary file beside ``path``, fsync, rename: a reader sees the old file or the new one.
+    ``content``: the text, or a function that writes the bytes to the open file (``torch.save``)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -160,7 +171,7 @@ class PointDir:
         """Start a run: move an unfinished earlier run's files to attempts/<n>/, write config.yaml."""
         assert self._lock_file is not None, "begin() needs claim()"
         with disk_errors(self.path):
-            leftovers = [p for p in ("config.yaml", "metrics.jsonl", "events.jsonl", "summary.json")
+            leftovers = [p for p in ("config.yaml", "metrics.jsonl", "events.jsonl", "summary.json", CHECKPOINT)
                          if (self.path / p).exists()]
             if leftovers:
                 attempts = self.path / "attempts"
@@ -170,6 +181,27 @@ class PointDir:
                 for p in leftovers:
                     shutil.move(str(self.path / p), dest / p)
             atomic_write(self.path / "config.yaml", config_yaml)
+
+    def resume(self, config_yaml: str, sizes: dict[str, int]) -> None:
+        """Continue a run from its checkpoint: cut each stream back to its size at the checkpoint (the lines after it
+        will be written again), keep config.yaml (or write it if it has gone)."""
+        assert self._lock_file is not None, "resume() needs claim()"
+        with disk_errors(self.path):
+            for stream, size in sizes.items():
+                file = self.path / f"{stream}.jsonl"
+                have = file.stat().st_size if file.exists() else 0
+                if have > size:
+                    os.truncate(file, size)
+                elif have < size:  # lines the checkpoint had seen are gone: the file was cut by hand or a copy
+                    log.warning("%s is shorter than at the checkpoint (%d < %d bytes): lines of steps before the "
+                                "checkpoint are missing from it", file, have, size)
+            if not (self.path / "config.yaml").exists():
+                atomic_write(self.path / "config.yaml", config_yaml)
+
+    def stream_sizes(self) -> dict[str, int]:
+        """The sizes of metrics.jsonl and events.jsonl now (every line is flushed as it is written)."""
+        return {s: (self.path / f"{s}.jsonl").stat().st_size if (self.path / f"{s}.jsonl").exists() else 0
+                for s in STREAMS}
 
     def append(self, stream: str, record: dict) -> None:
         """Append one JSON line to ``<stream>.jsonl`` and hand it to the OS at once: a killed run loses nothing."""
@@ -192,6 +224,8 @@ class PointDir:
         self.close_streams()
         with disk_errors(self.path / "summary.json"):
             atomic_write(self.path / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / CHECKPOINT).unlink()  # a final or failed point never resumes
 
 
 def point_dirs(store: str | Path, experiment: str) -> list[Path]:

@@ -20,7 +20,7 @@ import traceback
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from surge_repro import provenance
+from surge_repro import checkpoint, provenance
 from surge_repro.config import build, validate
 from surge_repro.mirror import Mirror
 from surge_repro.point import signature
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict:
             return {"status": "running", "signature": sig}
         if point.status() in FINAL:  # finished by another process while this one loaded data
             return point.summary()
-        return _train(cfg, point, sig, task)
+        return _train(cfg, point, sig, task, checkpoint.load(point))
 
 
 def device_for(name: str) -> torch.device:
@@ -85,26 +85,42 @@ class PointRun:
 
     The sequential loop below and the packed loop (``surge_repro.packed``) both train and hand it one minibatch loss
     per optimizer step; it records events and metrics and, at the end, the summary. ``pack`` (packed runs only) says
-    which pack the point trained in, and lands in summary.json.
+    which pack the point trained in, and lands in summary.json. ``resume`` is the ``state()`` of a run that was
+    interrupted (from its checkpoint): the run goes on from there, and ``initial_loss`` is not needed.
     """
 
-    def __init__(self, cfg: DictConfig, point: PointDir, sig: str, initial_loss: float, device: torch.device,
-                 pack: dict | None = None):
+    def __init__(self, cfg: DictConfig, point: PointDir, sig: str, initial_loss: float | None, device: torch.device,
+                 pack: dict | None = None, resume: dict | None = None):
         self.cfg, self.point, self.sig, self.device, self.pack = cfg, point, sig, device, pack
-        proto = cfg.protocol
         self.batch_size = int(cfg.batch.size)
-        self.tracker = TargetTracker(
-            targets=list(proto.targets), k=proto.k, windows=proto.windows, batch_size=self.batch_size,
-            initial_loss=initial_loss,
-            probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap, ema_examples=proto.ema_examples,
-            diverge_factor=proto.diverge_factor, max_steps=proto.max_steps, max_examples=proto.max_examples,
-            patience=proto.patience)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        point.begin(OmegaConf.to_yaml(resolved))
-        self.mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path)
-        self.start = self.last_report = time.perf_counter()
-        self.step, self.loss = 0, math.nan
-        log.info("%s: B=%d lr=%.6g seed=%d -> %s", sig, self.batch_size, cfg.optimizer.lr, cfg.seed, point.path)
+        if resume is None:
+            proto = cfg.protocol
+            self.tracker = TargetTracker(
+                targets=list(proto.targets), k=proto.k, windows=proto.windows, batch_size=self.batch_size,
+                initial_loss=initial_loss,
+                probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap, ema_examples=proto.ema_examples,
+                diverge_factor=proto.diverge_factor, max_steps=proto.max_steps, max_examples=proto.max_examples,
+                patience=proto.patience)
+            point.begin(OmegaConf.to_yaml(resolved))
+            self.step, elapsed, mirror_id, self.resumed = 0, 0.0, None, []
+        else:
+            self.tracker = resume["tracker"]
+            point.resume(OmegaConf.to_yaml(resolved), resume["files"])
+            self.step, elapsed, mirror_id = resume["step"], resume["wall_s"], resume["mirror_id"]
+            self.resumed = resume["resumed"] + [self.step]
+        self.mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path,
+                             resume_id=mirror_id)
+        self.start = time.perf_counter() - elapsed  # wall_s counts training time over all of the run's attempts
+        self.last_report = time.perf_counter()
+        self.loss = math.nan
+        log.info("%s: B=%d lr=%.6g seed=%d -> %s%s", sig, self.batch_size, cfg.optimizer.lr, cfg.seed, point.path,
+                 f" (resumed at step {self.step})" if resume else "")
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of this run's bookkeeping (``resume`` takes it back)."""
+        return {"tracker": self.tracker, "step": self.step, "wall_s": time.perf_counter() - self.start,
+                "files": self.point.stream_sizes(), "mirror_id": self.mirror.id, "resumed": self.resumed}
 
     @property
     def finished(self) -> bool:
@@ -138,7 +154,7 @@ class PointRun:
             "examples_seen": step * self.batch_size, "initial_loss": tracker.initial_loss,
             "final_probe_loss": tracker.probe_loss, "final_estimate": tracker.estimate, "probes": tracker.probes,
             "wall_s": round(time.perf_counter() - self.start, 3), "error": error, "pack": self.pack,
-            "provenance": provenance.collect(self.device),
+            "resumed_at": self.resumed, "provenance": provenance.collect(self.device),
         }
         self.point.write_summary(summary)
         self.mirror.finish({k: summary[k] for k in ("status", "targets", "steps", "examples_seen", "wall_s")})
@@ -179,13 +195,30 @@ def train_step(model, optimizer, scheduler, task, batch) -> torch.Tensor:
     return loss.detach()
 
 
-def _train(cfg: DictConfig, point: PointDir, sig: str, task) -> dict:
+def optimizer_state(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, dict]:
+    """The optimizer's per-parameter state keyed by parameter name (``names`` in the order the optimizer holds its
+    parameters): the checkpoint format, the same for a point trained alone or packed."""
+    params = optimizer.param_groups[0]["params"]
+    return {name: dict(optimizer.state[p]) for name, p in zip(names, params) if p in optimizer.state}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, names: list[str], state: dict[str, dict]) -> None:
+    """Put ``optimizer_state``'s output back, through torch's own load_state_dict (it places each tensor where
+    this optimizer keeps it: a fused Adam's step count on the device, a plain one's on the CPU)."""
+    full = optimizer.state_dict()
+    full["state"] = {i: state[name] for i, name in enumerate(names) if name in state}
+    optimizer.load_state_dict(full)
+
+
+def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None = None) -> dict:
+    """Train one point from its start, or from ``state`` (its checkpoint), to its end; write its summary."""
     device, task = setup(cfg, task)
     torch.manual_seed(cfg.seed)  # the seed sets the initial weights; the task draws the data order from it too
     model = build(cfg.model).to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
     scheduler = build(cfg.lr.scheduler)(optimizer) if cfg.lr.get("scheduler") else None
     probe_batch = task.probe(cfg.protocol.probe.size, cfg.protocol.probe.seed)
+    names = [name for name, _ in model.named_parameters()]
 
     def probe() -> float:
         model.eval()
@@ -193,20 +226,39 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task) -> dict:
         model.train()
         return value
 
-    run_ = PointRun(cfg, point, sig, probe(), device)
+    step = 0
+    if state is None:
+        run_ = PointRun(cfg, point, sig, probe(), device)
+    else:
+        if state["pack"]:
+            log.info("%s: resumes alone from a checkpoint of pack %s (equal to the pack's run to rounding, not bit "
+                     "for bit)", sig, state["pack"]["id"])
+        step = state["step"]
+        model.load_state_dict(state["model"])
+        load_optimizer_state(optimizer, names, state["optimizer"])
+        checkpoint.replay_schedule(scheduler, step)
+        checkpoint.set_rng_state(state["rng"])  # last: building the model drew from it
+        run_ = PointRun(cfg, point, sig, None, device, resume=state["run"])
+
+    def save() -> None:
+        checkpoint.save(point, {"step": step, "model": model.state_dict(), "rng": checkpoint.rng_state(),
+                                "optimizer": optimizer_state(optimizer, names), "run": run_.state(), "pack": None})
+
     error = None
-    batches = task.batches(int(cfg.batch.size), cfg.seed)
-    try:
-        step = 0
-        while not run_.finished:
-            loss = train_step(model, optimizer, scheduler, task, next(batches))
-            step += 1
-            run_.update(step, loss.item(), probe, optimizer.param_groups[0]["lr"])
-    except Exception as err:  # a failed run is recorded, the sweep goes on, a relaunch reruns it
-        if interrupted(err):
-            raise
-        error = f"{type(err).__name__}: {err}"
-        log.error("%s: failed at step %d: %s\n%s", sig, run_.step, error, traceback.format_exc())
+    batches = task.batches(int(cfg.batch.size), cfg.seed, start=step)
+    with checkpoint.Saver(cfg.checkpoint.every_s, save).running() as saver:
+        try:
+            while not run_.finished:
+                loss = train_step(model, optimizer, scheduler, task, next(batches))
+                step += 1
+                run_.update(step, loss.item(), probe, optimizer.param_groups[0]["lr"])
+                if not run_.finished:
+                    saver.step()
+        except Exception as err:  # a failed run is recorded, the sweep goes on, a relaunch reruns it
+            if interrupted(err):
+                raise
+            error = f"{type(err).__name__}: {err}"
+            log.error("%s: failed at step %d: %s\n%s", sig, run_.step, error, traceback.format_exc())
     return run_.finish(error)
 
 

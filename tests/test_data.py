@@ -65,6 +65,9 @@ def test_batches_are_exact_seeded_and_epoch_shuffled(tmp_path):
     assert not torch.equal(first[0], next(c)[1])
     with pytest.raises(ValueError, match="exceeds the 100 training examples"):
         next(task.batches(101, seed=0))
+    for start in (2, 3, 4):  # a resumed run goes on with the batch an uninterrupted one takes, across epochs too
+        resumed = task.batches(30, seed=1, start=start)
+        assert all(torch.equal(y, next(resumed)[1]) for y in first[start:])
 
 
 def test_missing_and_corrupt_files_name_the_fix(tmp_path):

@@ -35,9 +35,13 @@ class TensorTask:
     def to(self, device: torch.device | str) -> "TensorTask":
         return TensorTask(self.name, self.inputs.to(device), self.labels.to(device), self.batch_unit)
 
-    def epoch_orders(self, seed: int) -> Iterator[torch.Tensor]:
-        """An endless sequence of random orders of the training set, one per epoch, drawn from ``seed``."""
+    def epoch_orders(self, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """An endless sequence of random orders of the training set, one per epoch, drawn from ``seed``; from epoch
+        ``start`` on (a resumed run draws the earlier ones again and drops them: the data position is a function
+        of the seed and the step, so checkpoints need not store it)."""
         gen = torch.Generator().manual_seed(seed)
+        for _ in range(start):
+            torch.randperm(len(self), generator=gen)
         while True:
             yield torch.randperm(len(self), generator=gen).to(self.labels.device)
 
@@ -50,13 +54,17 @@ class TensorTask:
             raise ValueError(f"batch.size={batch_size} exceeds the {len(self)} training examples of {self.name}. "
                              f"Fix: batch.size<={len(self)}")
 
-    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epochs of a fresh random order drawn from ``seed``; a batch never spans two epochs, so each has exactly
-        ``batch_size`` examples (the tail of an epoch shorter than a batch is skipped)."""
+        ``batch_size`` examples (the tail of an epoch shorter than a batch is skipped). ``start``: batches already
+        taken by the run (it resumes from a checkpoint); the next one is the one an uninterrupted run takes."""
         self.check_batch_size(batch_size)
-        for order in self.epoch_orders(seed):
-            for start in range(0, len(self) - batch_size + 1, batch_size):
-                yield self.take(order[start:start + batch_size])
+        per_epoch = len(self) // batch_size
+        offset = start % per_epoch
+        for order in self.epoch_orders(seed, start // per_epoch):
+            for i in range(offset, per_epoch):
+                yield self.take(order[i * batch_size:(i + 1) * batch_size])
+            offset = 0
 
     def probe(self, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` training examples drawn once from ``seed`` (the whole set if it is smaller)."""
