@@ -82,6 +82,9 @@ SlurmdTimeout=30
 InactiveLimit=0
 MinJobAge=300
 KillWait=5
+# a requeued job waits cred_expire seconds before it may start again (default 120): 10 keeps the preemption tests
+# short; a production site keeps its own
+AuthInfo=cred_expire=10
 Waittime=0
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) Sockets=1 CoresPerSocket=$(nproc) ThreadsPerCore=1 RealMemory=$(( $(free -m | awk '/^Mem:/{print $2}') * 8 / 10 )) State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP

@@ -11,6 +11,10 @@ size, single points where packing does not apply or pay), and each array task ru
 point keeps its own store entry; a task that dies (scancel, time limit, node failure) leaves its finished points
 final and the rest incomplete, and relaunching the same command submits only what is missing.
 
+Time limits and preemption: each task is submitit-Checkpointable (``ArrayTask``). Before the limit (``signal_delay_s``)
+or when preempted, its points in training checkpoint at the end of their step and the task requeues itself (up to
+``max_num_timeout`` times for time limits); the requeued task resumes them, bit for bit (``surge_repro.checkpoint``).
+
 Packing is decided for the nodes, not for the submitting machine: with ``device=auto`` a request for GPUs
 (``gpus_per_node``, ``gpus_per_task`` or a ``gres`` with gpu) means CUDA there.
 """
@@ -22,11 +26,13 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import submitit
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from surge_repro import checkpoint
 from surge_repro.launcher import PackedLauncher, _run_unit
 
 log = logging.getLogger("surge_repro")
@@ -56,8 +62,6 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
         return "cuda" if gpus else "cpu"
 
     def _executor(self):
-        import submitit
-
         params = dict(self.params)
         init = {"folder": params.pop("submitit_folder")}
         if "max_num_timeout" in params:
@@ -76,8 +80,6 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
         return packs + chunks
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import submitit
-
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -91,7 +93,7 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
         executor = self._executor()
         args = [[[cfgs[i] for i in units[u]] for u in task] for task in tasks]
         logs = [str(sweep_dir / f"task-{k}.log") for k in range(len(tasks))]
-        jobs = executor.map_array(_run_task, args, [self.planner.memory_fraction] * len(tasks), logs)
+        jobs = executor.map_array(ArrayTask(), args, [self.planner.memory_fraction] * len(tasks), logs)
         log.info("submitted %d job(s) as %d array task(s) of %s job %s (%d pack(s)); logs in %s", sum(map(len, units)),
                  len(tasks), self._EXECUTOR, jobs[0].job_id.split("_")[0] if jobs else "-",
                  sum(len(u) > 1 for u in units), sweep_dir)
@@ -109,12 +111,20 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
                                     sweep_dir)
 
 
-def _run_task(units: list[list[DictConfig]], memory_fraction: float, log_file: str) -> list[list[tuple]]:
-    """One array task: its units one after another, in the task's own process. Unless ``threads`` is set, torch
-    uses the CPUs SLURM gave the task, not every core of the node."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    for cfgs in units:
-        for cfg in cfgs:
-            if cfg.threads is None and cpus:
-                cfg.threads = int(cpus)
-    return [_run_unit(cfgs, memory_fraction, log_file, configure=k == 0) for k, cfgs in enumerate(units)]
+class ArrayTask(submitit.helpers.Checkpointable):
+    """One array task: its units one after another, in the task's own process.
+
+    Checkpointable: on SLURM's signal (time limit near, or preemption) submitit calls ``checkpoint()``, which
+    resubmits the same units, requeues the job and exits. ``checkpoint.defer_signal`` makes that wait for the end of
+    the current training step, after the points in training have saved their checkpoints; the requeued task then
+    skips its finished points and resumes the others where they were (``surge_repro.checkpoint``).
+    """
+
+    def __call__(self, units: list[list[DictConfig]], memory_fraction: float, log_file: str) -> list[list[tuple]]:
+        checkpoint.defer_signal(submitit.JobEnvironment._usr_sig())
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        for cfgs in units:
+            for cfg in cfgs:
+                if cfg.threads is None and cpus:  # the CPUs SLURM gave the task, not every core of the node
+                    cfg.threads = int(cpus)
+        return [_run_unit(cfgs, memory_fraction, log_file, configure=k == 0) for k, cfgs in enumerate(units)]

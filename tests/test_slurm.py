@@ -1,7 +1,9 @@
-"""Grids on a real SLURM (slurm/up.sh; .ci/run brings it up): a packed multirun as one job array, a scancel and a
-time limit mid-sweep, each followed by the same command relaunched. Skipped on a machine without SLURM, except in CI
-(CI=true), where a missing SLURM is a failure."""
+"""Grids on a real SLURM (slurm/up.sh; .ci/run brings it up): a packed multirun as one job array; a scancel, a time
+limit and a preemption (scontrol requeue) mid-sweep. Every interrupted point resumes from its checkpoint, through
+submitit's requeue or the same command relaunched, and the final table equals an uninterrupted run's bit for bit.
+Skipped on a machine without SLURM, except in CI (CI=true), where a missing SLURM is a failure."""
 
+import json
 import os
 import shutil
 import signal
@@ -16,7 +18,8 @@ import pytest
 from surge_repro.store import load_grid, status_counts
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPARED = ["signature", "status", "steps", "reached", "steps_to_target", "loss_drop_after_k"]
+COMPARED = ["signature", "status", "steps", "reached", "steps_to_target", "loss_at_target", "loss_after_k",
+            "loss_drop_after_k"]
 
 if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0:
     if os.environ.get("CI") == "true":
@@ -25,9 +28,9 @@ if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=Tru
 
 pytestmark = pytest.mark.slow
 # the smoke grid, plus one slow LR: 1e-5 runs to its 20,000-step cap (about 20 s), so the sweep is surely
-# interrupted while it trains, on a fast machine too
+# interrupted while it trains, on a fast machine too; it checkpoints every second
 SLOW = ["+experiment=smoke", "optimizer.lr=0.003,0.03,1e-5", "protocol.max_steps=20000",
-        "protocol.patience=10000000"]
+        "protocol.patience=10000000", "checkpoint.every_s=1"]
 
 
 def sweep(tmp_path, store, *extra, background=False, grid=SLOW):
@@ -42,6 +45,21 @@ def sweep(tmp_path, store, *extra, background=False, grid=SLOW):
 
 def table(store):
     return load_grid(store, "smoke").sort_values(["signature", "target_loss"]).reset_index(drop=True)[COMPARED]
+
+
+def resumed(store) -> dict:
+    """Signature -> the steps at which the point resumed from a checkpoint, for the points that did."""
+    out = {}
+    for p in (store / "smoke").iterdir():
+        steps = json.loads((p / "summary.json").read_text())["resumed_at"]
+        if steps:
+            out[p.name] = steps
+    return out
+
+
+def checkpointed(store) -> bool:
+    return any((p / "checkpoint.pt").exists() for p in (store / "smoke").iterdir()) if (store / "smoke").is_dir() \
+        else False
 
 
 def wait_for(predicate, timeout=120, every=0.5):
@@ -60,9 +78,9 @@ def array_job_ids(state="all"):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The same grid run uninterrupted in this process's launcher, one point at a time."""
+    """The same grid run uninterrupted, in the same packs and single points as the array tasks run them."""
     tmp = tmp_path_factory.mktemp("reference")
-    code, log = sweep(tmp, tmp / "store", "launcher=local")
+    code, log = sweep(tmp, tmp / "store", "launcher=packed", "hydra.launcher.n_jobs=1")
     assert code == 0, log
     return table(tmp / "store")
 
@@ -80,20 +98,21 @@ def test_a_grid_is_one_job_array_of_packs_and_chunks_and_matches_local(tmp_path,
 
     # accounting records a task's end a moment after its result is written
     assert wait_for(lambda: len(states()) == 3 and all(s.endswith("|COMPLETED") for s in states()), 60), states()
-    pd.testing.assert_frame_equal(table(tmp_path / "store"), reference, check_exact=False, rtol=0, atol=1e-5)
+    pd.testing.assert_frame_equal(table(tmp_path / "store"), reference, check_exact=True)
 
 
-def _interrupt_then_relaunch(tmp_path, reference, stop, *extra):
+def test_scancel_mid_sweep_then_relaunch_resumes_the_cut_points(tmp_path, reference):
     store = tmp_path / "store"
-    proc = sweep(tmp_path, store, "launcher=slurm", *extra, background=True)
+    proc = sweep(tmp_path, store, "launcher=slurm", background=True)
     try:
-        # interrupt once the fast points are final and the slow one is training
-        assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1
+        # cancel once the fast points are final and the slow one is training and has checkpointed
+        assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1 and checkpointed(store)
                         and sum(status_counts(store, "smoke").get(s, 0) for s in ("done", "diverged")) >= 3), \
             status_counts(store, "smoke")
         before = {p.name: (p / "summary.json").read_text() for p in (store / "smoke").iterdir()
                   if (p / "summary.json").exists()}
-        stop()
+        for job in array_job_ids():
+            subprocess.run(["scancel", job], check=True)
         log, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -108,45 +127,57 @@ def _interrupt_then_relaunch(tmp_path, reference, stop, *extra):
     assert "already final in the store" in relog and f"submitted {unfinished} job(s)" in relog  # only the rest
     after = {p.name: (p / "summary.json").read_text() for p in (store / "smoke").iterdir()}
     assert all(after[name] == text for name, text in before.items())  # and not rewritten
-    assert any((p / "attempts").is_dir() for p in (store / "smoke").iterdir())  # the interrupted run's files kept
-    pd.testing.assert_frame_equal(table(store), reference, check_exact=False, rtol=0, atol=1e-5)
+    assert resumed(store)  # from their checkpoints, not from scratch
+    pd.testing.assert_frame_equal(table(store), reference, check_exact=True)
 
 
-def test_scancel_mid_sweep_then_relaunch_gives_the_same_table(tmp_path, reference):
-    def cancel():
-        for job in array_job_ids():
-            subprocess.run(["scancel", job], check=True)
-
-    _interrupt_then_relaunch(tmp_path, reference, cancel)
-
-
-def test_a_task_out_of_time_is_rerun_by_the_relaunch(tmp_path):
-    # one minute is SLURM's smallest limit; at LR 1e-7 the pack's third point never reaches a target and runs to its
-    # step cap, about 90 s, while the other two finish in a second
+def test_a_task_out_of_time_checkpoints_at_the_signal_and_the_relaunch_resumes_it(tmp_path, reference):
+    # one minute is SLURM's smallest limit; submitit's signal comes signal_delay_s before it. max_num_timeout=0: the
+    # task is not requeued, so the point stays incomplete, with the checkpoint it made at the signal
     store = tmp_path / "store"
-    grid = ["+experiment=smoke", "batch.size=8", "optimizer.lr=0.003,0.03,1e-7", "protocol.max_steps=100000",
-            "protocol.patience=10000000"]
+    grid = [*SLOW, "batch.size=8", "checkpoint.every_s=1e9"]  # one pack; no checkpoint but the signal's
     code, log = sweep(tmp_path, store, "launcher=slurm", "hydra.launcher.timeout_min=1",
-                      "hydra.launcher.signal_delay_s=15", grid=grid)
+                      "hydra.launcher.signal_delay_s=50", "hydra.launcher.max_num_timeout=0", grid=grid)
     assert code != 0 and "did not complete" in log, log
-    counts = status_counts(store, "smoke")
-    assert counts == {"done": 2, "incomplete": 1}, counts  # the fast points are final; the cut one has no summary
-    finished = {p.name: (p / "summary.json").read_text() for p in (store / "smoke").iterdir()
-                if (p / "summary.json").exists()}
-    code, log = sweep(tmp_path, store, "launcher=slurm", "hydra.launcher.timeout_min=10", grid=grid)
+    assert status_counts(store, "smoke") == {"done": 2, "incomplete": 1}
+    assert checkpointed(store)
+    code, log = sweep(tmp_path, store, "launcher=slurm", grid=grid)
     assert code == 0, log
     assert "submitted 1 job(s)" in log
-    assert status_counts(store, "smoke") == {"done": 2, "capped": 1}
-    assert all((store / "smoke" / name / "summary.json").read_text() == text for name, text in finished.items())
+    assert len(resumed(store)) == 1
+    want = reference[reference.signature.str.startswith("b8-")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table(store), want, check_exact=True)
 
 
-def test_scontrol_requeue_mid_sweep_reruns_the_cut_points_and_gives_the_same_table(tmp_path, reference):
+def test_a_preempted_task_checkpoints_at_the_signal_requeues_itself_and_resumes(tmp_path, reference):
+    # preemption as submitit sees it (SIGTERM, then its signal USR2: what submitit's own job._interrupt() sends): the
+    # task saves its points at the end of the step, requeues itself through submitit, and the requeued task resumes
+    store = tmp_path / "store"
+    proc = sweep(tmp_path, store, "launcher=slurm", "checkpoint.every_s=1e9", background=True)
+    try:
+        assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1
+                        and sum(status_counts(store, "smoke").get(s, 0) for s in ("done", "diverged")) >= 3)
+        running = array_job_ids("RUNNING")
+        assert running
+        for job in running:
+            for sig in ("SIGTERM", "USR2"):
+                subprocess.run(["scancel", "--signal", sig, job], check=True)
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, log
+    assert resumed(store)  # from the checkpoint made at the signal: no periodic one was due
+    pd.testing.assert_frame_equal(table(store), reference, check_exact=True)
+
+
+def test_scontrol_requeue_mid_sweep_resumes_the_cut_points_bit_for_bit(tmp_path, reference):
     # preemption as a cluster does it: SLURM kills the running tasks and queues them again; the requeued task skips
-    # its finished points and trains the cut ones from their start (checkpointed resume is not built yet)
+    # its finished points and resumes the cut ones from their last periodic checkpoint
     store = tmp_path / "store"
     proc = sweep(tmp_path, store, "launcher=slurm", background=True)
     try:
-        assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1
+        assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1 and checkpointed(store)
                         and sum(status_counts(store, "smoke").get(s, 0) for s in ("done", "diverged")) >= 3)
         running = array_job_ids("RUNNING")
         assert running  # a requeue of an array that has already finished would test nothing
@@ -157,5 +188,5 @@ def test_scontrol_requeue_mid_sweep_reruns_the_cut_points_and_gives_the_same_tab
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, log
-    assert any((p / "attempts").is_dir() for p in (store / "smoke").iterdir())  # a cut run's files, kept apart
-    pd.testing.assert_frame_equal(table(store), reference, check_exact=False, rtol=0, atol=1e-5)
+    assert resumed(store)
+    pd.testing.assert_frame_equal(table(store), reference, check_exact=True)
