@@ -1,9 +1,9 @@
 """Train one grid point with the paper's protocol, or a whole grid with -m; results go to the store.
 
-    python run.py task=fashion_mnist model=cnn5 optimizer=adam batch.size=8 optimizer.lr=3e-4
+    python run.py task=fashion_mnist model=cnn5 optimizer=adam batch=8 optimizer.lr=3e-4
     python run.py -m +experiment=quickstart
     python run.py -m +experiment=fig2b_cnn5_fmnist_small_bs rounds=4
-    python run.py --cfg job batch.size=8 optimizer.lr=3e-4
+    python run.py --cfg job batch=8 optimizer.lr=3e-4
 
 The loop is surge_repro.train.run; conf/ holds every choice.
 """

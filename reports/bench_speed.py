@@ -77,7 +77,7 @@ def cnn_task(device: torch.device, n: int = 8192) -> TensorTask:
 
 
 def bench_cnn(device: torch.device, batches: list[int], points: int, window: float) -> list[dict]:
-    cfg = compose(["task=fashion_mnist", "model=cnn5", "optimizer=adam", "batch.size=1", "optimizer.lr=1e-3"])
+    cfg = compose(["task=fashion_mnist", "model=cnn5", "optimizer=adam", "batch=1", "optimizer.lr=1e-3"])
     task = cnn_task(device)
     rows = []
     for b in batches:
@@ -191,7 +191,7 @@ def project_fig2(rows: list[dict], store: Path, seeds: int = 100) -> dict:
     for name, cfg_name in (("fig2b", "fig2b_cnn5_fmnist_small_bs"), ("fig2c", "fig2c_cnn5_fmnist_large_bs")):
         cfg = compose([f"+experiment={cfg_name}"], hydra_node=True)
         params = cfg.hydra.sweeper.params
-        batch_sizes = [int(b) for b in str(params["batch.size"]).split(",")]
+        batch_sizes = [int(b) for b in str(params["batch"]).split(",")]
         n_lr = len(str(params["optimizer.lr"]).split(","))
         measured = steps_per_point(store, cfg_name)
         if measured:  # S falls with B: interpolate log S in log B between the batch sizes the round has
@@ -225,7 +225,7 @@ def bench_protocol(points_per_b: int = 2) -> dict:
         timings = {}
         for mode in ("sequential", "packed"):
             with tempfile.TemporaryDirectory() as store:
-                cfgs = [compose(["+experiment=quickstart", "threads=1", f"batch.size={b}", f"optimizer.lr={lr}",
+                cfgs = [compose(["+experiment=quickstart", "threads=1", f"batch={b}", f"optimizer.lr={lr}",
                                  f"seed={s}", f"paths.store={store}"]) for lr, s in grid]
                 start = time.perf_counter()
                 if mode == "packed":

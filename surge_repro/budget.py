@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if other:
         target_cfg = compose([f"+experiment={other[0]}"], hydra_node=True)
         params = target_cfg.hydra.sweeper.params
-        sizes = [float(b) for b in str(params["batch.size"]).split(",")]
+        sizes = [float(b) for b in str(params["batch"]).split(",")]
         n_lrs, name = len(str(params["optimizer.lr"]).split(",")), other[0]
     for target in sorted(table["target_loss"].unique(), reverse=True):
         frame = plan(table, criterion, confidence, target, sizes, n_lrs)

@@ -68,7 +68,7 @@ def _positive(cfg: DictConfig, key: str, kind: type, example: str, allow_zero: b
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a run needs before anything is built or written."""
-    _positive(cfg, "batch.size", int, "8")
+    _positive(cfg, "batch", int, "8")
     _positive(cfg, "optimizer.lr", float, "3e-4")
     _positive(cfg, "seed", int, "0", allow_zero=True)
     p = "protocol"

@@ -115,10 +115,10 @@ class PackedLauncher(Launcher):
         if reason:
             return False, reason
         kind = device_type if str(cfg.device) == "auto" and device_type else device_for(str(cfg.device)).type
-        if self.pack == "auto" and kind == "cpu" and int(cfg.batch.size) > self.cpu_max_batch:
-            return False, (f"B={cfg.batch.size} > hydra.launcher.cpu_max_batch={self.cpu_max_batch} on a CPU, where "
+        if self.pack == "auto" and kind == "cpu" and int(cfg.batch) > self.cpu_max_batch:
+            return False, (f"B={cfg.batch} > hydra.launcher.cpu_max_batch={self.cpu_max_batch} on a CPU, where "
                            f"a packed step costs more than the steps it replaces")
-        return True, f"B={cfg.batch.size} on {kind}"
+        return True, f"B={cfg.batch} on {kind}"
 
     def plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, workers: int,
              device_type: str | None = None) -> tuple[list[list[int]], dict[int, DictConfig], dict[int, str]]:

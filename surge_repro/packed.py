@@ -196,12 +196,12 @@ def _split(cfgs: list[DictConfig], live: list[int], task, memory_fraction: float
         log.info("points of %s/%s train one by one: %s", cfg.task.name, cfg.model.name, reason)
         return [[i] for i in live]
     device = setup(cfg, task)[0]
-    per_point = pack_bytes(model, task, int(cfg.batch.size))
+    per_point = pack_bytes(model, task, int(cfg.batch))
     budget = int(memory_fraction * free_bytes(device))
     size = max(1, min(len(live), budget // max(per_point, 1)))
     groups = [live[k:k + size] for k in range(0, len(live), size)]
     log.info("pack: %d points of B=%d, about %.1f MiB each; %.1f GiB of %s memory allowed (memory_fraction=%g) "
-             "-> %d pack(s) of up to %d", len(live), cfg.batch.size, per_point / 2**20, budget / 2**30, device.type,
+             "-> %d pack(s) of up to %d", len(live), cfg.batch, per_point / 2**20, budget / 2**30, device.type,
              memory_fraction, len(groups), size)
     return groups
 
@@ -332,7 +332,7 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
     one step, in the order of their rows."""
     cfg = cfgs[0]
     device, task = setup(cfg, task)
-    batch_size = int(cfg.batch.size)
+    batch_size = int(cfg.batch)
     models = []
     for c in cfgs:
         torch.manual_seed(c.seed)  # the same initial weights as the point would get alone (train._train)

@@ -53,4 +53,4 @@ def identity(cfg: DictConfig) -> dict:
 
 def signature(cfg: DictConfig) -> str:
     digest = hashlib.sha1(json.dumps(identity(cfg), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return f"b{cfg.batch.size}-lr{cfg.optimizer.lr:.6g}-s{cfg.seed}-{digest[:10]}"
+    return f"b{cfg.batch}-lr{cfg.optimizer.lr:.6g}-s{cfg.seed}-{digest[:10]}"

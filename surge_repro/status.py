@@ -1,7 +1,7 @@
 """Where a grid stands: every point of an experiment's sweep against the store, and which ones are not final.
 
     python -m surge_repro.status +experiment=fig2b_cnn5_fmnist_small_bs rounds=100
-    python -m surge_repro.status +experiment=quickstart 'batch.size=1,4'      # sweeps as on run.py's command line
+    python -m surge_repro.status +experiment=quickstart 'batch=1,4'      # sweeps as on run.py's command line
 
 It expands the sweep exactly as ``run.py -m`` would (the experiment's ``hydra.sweeper.params`` and the command
 line's sweeps), computes each point's signature, and prints per status (done, capped, diverged, failed, incomplete,

@@ -2,12 +2,13 @@
 
 Every workload goes through here; tasks and models only supply objects. Run it through ``run.py``::
 
-    python run.py task=fashion_mnist model=cnn5 optimizer=adam batch.size=8 optimizer.lr=3e-4   # one point
-    python run.py -m +experiment=quickstart                                                     # a grid
+    python run.py task=fashion_mnist model=cnn5 optimizer=adam batch=8 optimizer.lr=3e-4   # one point
+    python run.py -m +experiment=quickstart                                                # a grid
 
 Step accounting is explicit because it is the subject of the paper: ``step`` counts optimizer steps, each on exactly
-``batch.size`` examples, so ``examples = step * batch.size``. The LR is the raw per-step LR of the optimizer, constant
-unless the ``lr`` group says otherwise; no rule rescales it with the batch size.
+``batch`` units (``task.batch_unit``: examples, sequences or tokens), so ``examples = step * batch`` counts units.
+The LR is the raw per-step LR of the optimizer, constant unless the ``lr`` group says otherwise; no rule rescales it
+with the batch size.
 """
 
 from __future__ import annotations
@@ -59,13 +60,10 @@ def device_for(name: str) -> torch.device:
 
 
 def setup(cfg: DictConfig, task):
-    """Device, thread count and the task on the device, checked against the config; shared with ``packed``."""
+    """Device, thread count and the task on the device; shared with ``packed``."""
     device = device_for(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
-    if task.batch_unit != cfg.batch.unit:
-        raise ValueError(f"task {cfg.task.name} counts batches in {task.batch_unit}, batch.unit says "
-                         f"{cfg.batch.unit}. Fix: batch.unit={task.batch_unit}")
     return device, task.to(device)
 
 
@@ -73,7 +71,7 @@ def _point_fields(cfg: DictConfig) -> dict:
     betas = cfg.optimizer.get("betas")
     return {
         "task": cfg.task.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name, "lr_schedule": cfg.lr.name,
-        "batch_size": int(cfg.batch.size), "batch_unit": cfg.batch.unit, "lr": float(f"{cfg.optimizer.lr:.6g}"),
+        "batch_size": int(cfg.batch), "batch_unit": cfg.task.batch_unit, "lr": float(f"{cfg.optimizer.lr:.6g}"),
         "beta1": None if betas is None else float(betas[0]), "beta2": None if betas is None else float(betas[1]),
         "seed": int(cfg.seed), "k": int(cfg.protocol.k), "windows": int(cfg.protocol.windows),
         "targets": list(cfg.protocol.targets),
@@ -92,7 +90,7 @@ class PointRun:
     def __init__(self, cfg: DictConfig, point: PointDir, sig: str, initial_loss: float | None, device: torch.device,
                  pack: dict | None = None, resume: dict | None = None):
         self.cfg, self.point, self.sig, self.device, self.pack = cfg, point, sig, device, pack
-        self.batch_size = int(cfg.batch.size)
+        self.batch_size = int(cfg.batch)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if resume is None:
             proto = cfg.protocol
@@ -245,7 +243,7 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
                                 "optimizer": optimizer_state(optimizer, names), "run": run_.state(), "pack": None})
 
     error = None
-    batches = task.batches(int(cfg.batch.size), cfg.seed, start=step)
+    batches = task.batches(int(cfg.batch), cfg.seed, start=step)
     with checkpoint.Saver(cfg.checkpoint.every_s, save).running() as saver:
         try:
             while not run_.finished:

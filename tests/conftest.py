@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from surge_repro.config import compose  # noqa: E402
 
-TINY = ["task=synthetic_images", "model=tiny_mlp", "batch.size=16", "optimizer.lr=0.01",
+TINY = ["task=synthetic_images", "model=tiny_mlp", "batch=16", "optimizer.lr=0.01",
         "protocol.targets=[1.0,0.8]", "protocol.k=3", "protocol.probe.size=256", "protocol.max_steps=2000",
         "threads=1", "device=cpu"]
 

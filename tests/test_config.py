@@ -24,7 +24,7 @@ def test_every_experiment_composes_validates_and_builds(make_cfg, experiment):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}", "batch.size=4", "optimizer.lr=1e-3"],
+        cfg = compose("config", overrides=[f"+experiment={experiment}", "batch=4", "optimizer.lr=1e-3"],
                       return_hydra_config=True)
     validate(cfg)
     assert cfg.experiment_name == experiment
@@ -48,8 +48,8 @@ def test_table1_cnn_grids_are_exact():
     lrs = [k * 1e-4 for k in range(1, 11)]
     assert sweep_values(b, "optimizer.lr") == pytest.approx(lrs)
     assert sweep_values(c, "optimizer.lr") == pytest.approx(lrs)
-    assert sweep_values(b, "batch.size") == list(range(1, 13))
-    assert sweep_values(c, "batch.size") == list(range(64, 1165, 100))
+    assert sweep_values(b, "batch") == list(range(1, 13))
+    assert sweep_values(c, "batch") == list(range(64, 1165, 100))
     assert b.optimizer.betas == [0.9, 0.999] and b.protocol.k == 10 and b.model.name == "cnn5"
     assert sweep_size(b) == sweep_size(c) == 120 * 100  # the paper's 100 rounds are seeds
     assert sweep_size(few) == 120 * 3
@@ -61,9 +61,9 @@ def test_cnn5_is_the_documented_size(make_cfg):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("batch.size=0", "batch.size must be an integer > 0, got 0. Fix: batch.size=8"),
-    ("batch.size=-3", "batch.size must be an integer > 0"),
-    ("batch.size=2.5", "batch.size must be an integer > 0, got 2.5"),
+    ("batch=0", "batch must be an integer > 0, got 0. Fix: batch=8"),
+    ("batch=-3", "batch must be an integer > 0"),
+    ("batch=2.5", "batch must be an integer > 0, got 2.5"),
     ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0. Fix: optimizer.lr=3e-4"),
     ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0"),
     ("protocol.k=0", "protocol.k must be an integer > 0, got 0. Fix: protocol.k=10"),
@@ -79,7 +79,7 @@ def test_impossible_values_name_the_fix(make_cfg, override, message):
 
 
 def test_unset_batch_size_says_how_to_set_it(make_cfg):
-    with pytest.raises(ConfigError, match=r"batch.size is not set: add batch.size=<value>"):
+    with pytest.raises(ConfigError, match=r"batch is not set: add batch=<value>"):
         validate(make_cfg(tiny=False))
 
 
@@ -96,12 +96,12 @@ def run_py(*args, cwd=ROOT):
 
 @pytest.mark.slow
 def test_run_py_refuses_bad_input_before_training(tmp_path):
-    bad = run_py("task=synthetic_images", "model=tiny_mlp", "batch.size=0", "optimizer.lr=1e-3",
+    bad = run_py("task=synthetic_images", "model=tiny_mlp", "batch=0", "optimizer.lr=1e-3",
                  f"paths.store={tmp_path}")
-    assert bad.returncode != 0 and "batch.size must be an integer > 0, got 0. Fix: batch.size=8" in bad.stderr
+    assert bad.returncode != 0 and "batch must be an integer > 0, got 0. Fix: batch=8" in bad.stderr
     unknown = run_py("optimizer.lrr=1", f"paths.store={tmp_path}")
     assert unknown.returncode != 0 and "Key 'lrr' is not in struct" in unknown.stderr
-    missing = run_py("batch.size=4", "optimizer.lr=1e-3", f"paths.data={tmp_path}/nodata",
+    missing = run_py("batch=4", "optimizer.lr=1e-3", f"paths.data={tmp_path}/nodata",
                      f"paths.store={tmp_path}")
     assert missing.returncode != 0
     assert f"python -m surge_repro.tasks.prepare task=fashion_mnist paths.data={tmp_path}/nodata" in missing.stderr
@@ -110,6 +110,6 @@ def test_run_py_refuses_bad_input_before_training(tmp_path):
 
 @pytest.mark.slow
 def test_cfg_job_prints_the_resolved_point():
-    out = run_py("--cfg", "job", "batch.size=8", "optimizer.lr=3e-4")
+    out = run_py("--cfg", "job", "batch=8", "optimizer.lr=3e-4")
     assert out.returncode == 0
-    assert "size: 8" in out.stdout and "lr: 0.0003" in out.stdout and "betas:" in out.stdout
+    assert "\nbatch: 8\n" in out.stdout and "lr: 0.0003" in out.stdout and "betas:" in out.stdout

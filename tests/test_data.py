@@ -129,7 +129,7 @@ def test_a_real_point_on_the_full_fashion_mnist(tmp_path, make_cfg):
             pytest.fail("CI needs Debian's dataset-fashion-mnist: .ci/setup installs it")
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     prepare_fashion_mnist(str(tmp_path / "data"), debian=DEBIAN)
-    cfg = make_cfg("task=fashion_mnist", "model=cnn5", "batch.size=64", "optimizer.lr=2e-3", "device=cpu",
+    cfg = make_cfg("task=fashion_mnist", "model=cnn5", "batch=64", "optimizer.lr=2e-3", "device=cpu",
                    "protocol.targets=[1.4,1.0]", f"paths.data={tmp_path / 'data'}", tiny=False)
     assert len(fashion_mnist(root=str(tmp_path / "data"))) == 60_000
     summary = train.run(cfg)

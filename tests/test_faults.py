@@ -29,10 +29,10 @@ TINY = ["task=synthetic_images", "model=tiny_mlp", "protocol.targets=[1.1]", "pr
 def _worker(store: str, order_seed: int) -> None:
     points = list(GRID)
     random.Random(order_seed).shuffle(points)  # every process walks the grid in its own order
-    base = compose(TINY + [f"paths.store={store}", "batch.size=8", "optimizer.lr=0.01"])
+    base = compose(TINY + [f"paths.store={store}", "batch=8", "optimizer.lr=0.01"])
     for b, lr, seed in points:
         cfg = copy.deepcopy(base)  # composing 200 configs in each of 8 processes would take minutes
-        cfg.batch.size, cfg.optimizer.lr, cfg.seed = b, lr, seed
+        cfg.batch, cfg.optimizer.lr, cfg.seed = b, lr, seed
         run(cfg)
 
 
@@ -107,15 +107,15 @@ def test_status_lists_what_a_relaunch_would_run(tmp_path, capsys):
     store = tmp_path / "store"
     args = ["+experiment=smoke", f"paths.store={store}"]
     points = grid_points(args)
-    assert [o for o, _ in points][:2] == [["seed=0", "batch.size=8", "optimizer.lr=0.003"],
-                                         ["seed=0", "batch.size=8", "optimizer.lr=0.03"]]  # run.py -m's order
+    assert [o for o, _ in points][:2] == [["seed=0", "batch=8", "optimizer.lr=0.003"],
+                                         ["seed=0", "batch=8", "optimizer.lr=0.03"]]  # run.py -m's order
     for _, cfg in points[:2]:
         run(cfg)
     (store / "smoke" / "b32-lr30-junk").mkdir(parents=True)  # not a point of this sweep: ignored
     assert status(args) == 1
     out = capsys.readouterr().out
     assert "smoke: 6 points in the sweep: 2 done, 4 missing" in out
-    assert "missing    seed=0 batch.size=32 optimizer.lr=30.0" in out
+    assert "missing    seed=0 batch=32 optimizer.lr=30.0" in out
     for _, cfg in points[2:]:
         run(cfg)
     assert status(args) == 0 and "4 done, 2 diverged" in capsys.readouterr().out

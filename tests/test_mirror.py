@@ -30,7 +30,7 @@ def test_a_run_is_mirrored_offline_with_config_and_summary(make_cfg):
     record = inspect(run_dir)
     assert record["name"] == signature(cfg) and record["project"] == "surge_repro"
     assert record["state"] == "finished"
-    assert record["config"]["batch.size"] == 16 and record["config"]["optimizer.lr"] == 0.01
+    assert record["config"]["batch"] == 16 and record["config"]["optimizer.lr"] == 0.01
     assert record["summary"]["status"] == "done" and record["summary"]["steps"] == summary["steps"]
     metric_lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert record["summary"]["_step"] == json.loads(metric_lines[-1])["step"]

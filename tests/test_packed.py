@@ -76,7 +76,7 @@ def _point_bytes(make_cfg):
     from surge_repro.config import build
 
     cfg = make_cfg()
-    return pack_bytes(build(cfg.model), _task(make_cfg), int(cfg.batch.size))
+    return pack_bytes(build(cfg.model), _task(make_cfg), int(cfg.batch))
 
 
 def test_a_relaunched_pack_skips_finished_points_and_trains_the_rest(make_cfg, tmp_path):
@@ -111,8 +111,8 @@ def test_what_cannot_be_packed_says_why_and_runs_one_by_one(make_cfg, tmp_path):
 
 
 def test_jobs_group_by_everything_but_lr_and_seed():
-    jobs = [["batch.size=8", "optimizer.lr=0.1", "seed=0"], ["batch.size=8", "optimizer.lr=0.2", "seed=1"],
-            ["seed=0", "optimizer.lr=0.1", "batch.size=16"], ["batch.size=8", "optimizer=sgd", "optimizer.lr=0.1"]]
+    jobs = [["batch=8", "optimizer.lr=0.1", "seed=0"], ["batch=8", "optimizer.lr=0.2", "seed=1"],
+            ["seed=0", "optimizer.lr=0.1", "batch=16"], ["batch=8", "optimizer=sgd", "optimizer.lr=0.1"]]
     assert group_jobs(jobs) == [[0, 1], [2], [3]]
 
 

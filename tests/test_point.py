@@ -4,8 +4,8 @@ from surge_repro.point import identity, signature
 
 
 def test_signature_ignores_override_order_and_nuisance_keys(make_cfg, tmp_path):
-    a = make_cfg("batch.size=8", "optimizer.lr=3e-4", "seed=2")
-    b = make_cfg("seed=2", "optimizer.lr=3e-4", "batch.size=8", f"paths.store={tmp_path}/elsewhere",
+    a = make_cfg("batch=8", "optimizer.lr=3e-4", "seed=2")
+    b = make_cfg("seed=2", "optimizer.lr=3e-4", "batch=8", f"paths.store={tmp_path}/elsewhere",
                  "logger=wandb", "threads=2", "device=auto", "experiment_name=other", "progress.every_s=1",
                  "rounds=7", f"paths.data={tmp_path}/d")
     assert signature(a) == signature(b)
@@ -14,7 +14,7 @@ def test_signature_ignores_override_order_and_nuisance_keys(make_cfg, tmp_path):
 
 def test_signature_changes_with_what_is_measured(make_cfg):
     base = signature(make_cfg("optimizer.lr=2e-4"))
-    for override in ["optimizer.lr=3e-4", "batch.size=17", "seed=1", "optimizer=adam_sign", "protocol.k=4",
+    for override in ["optimizer.lr=3e-4", "batch=17", "seed=1", "optimizer=adam_sign", "protocol.k=4",
                      "protocol.targets=[1.0]", "model.hidden=33", "lr=warmup_constant"]:
         assert signature(make_cfg("optimizer.lr=2e-4", override)) != base, override
 

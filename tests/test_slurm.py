@@ -135,7 +135,7 @@ def test_a_task_out_of_time_checkpoints_at_the_signal_and_the_relaunch_resumes_i
     # one minute is SLURM's smallest limit; submitit's signal comes signal_delay_s before it. max_num_timeout=0: the
     # task is not requeued, so the point stays incomplete, with the checkpoint it made at the signal
     store = tmp_path / "store"
-    grid = [*SLOW, "batch.size=8", "checkpoint.every_s=1e9"]  # one pack; no checkpoint but the signal's
+    grid = [*SLOW, "batch=8", "checkpoint.every_s=1e9"]  # one pack; no checkpoint but the signal's
     code, log = sweep(tmp_path, store, "launcher=slurm", "hydra.launcher.timeout_min=1",
                       "hydra.launcher.signal_delay_s=50", "hydra.launcher.max_num_timeout=0", grid=grid)
     assert code != 0 and "did not complete" in log, log

@@ -47,7 +47,7 @@ def test_multirun_fills_the_store_and_a_relaunch_skips_it(tmp_path):
 @pytest.mark.slow
 def test_sweeping_any_axis_from_the_command_line(tmp_path):
     code, log = run("run.py", "-m", "task=synthetic_images", "model=tiny_mlp", "optimizer=sgd,adam_sign",
-                    "batch.size=8", "optimizer.lr=0.05", "protocol.targets=[1.1]", "protocol.k=2",
+                    "batch=8", "optimizer.lr=0.05", "protocol.targets=[1.1]", "protocol.k=2",
                     "protocol.probe.size=128", "experiment_name=axes", f"paths.store={tmp_path}",
                     f"hydra.sweep.dir={tmp_path}/multirun")
     assert code == 0, log

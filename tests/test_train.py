@@ -101,7 +101,7 @@ def test_missing_data_fails_before_the_store_is_touched(make_cfg, tmp_path):
     from surge_repro.tasks import DataError
 
     cfg = make_cfg("task=fashion_mnist", "model=cnn5", f"paths.data={tmp_path}/empty", tiny=False)
-    cfg.batch.size, cfg.optimizer.lr = 4, 1e-3
+    cfg.batch, cfg.optimizer.lr = 4, 1e-3
     with pytest.raises(DataError, match="python -m surge_repro.tasks.prepare task=fashion_mnist"):
         train.run(cfg)
     assert not (tmp_path / "store").exists()

@@ -3,7 +3,7 @@
 A task supplies ``batches(batch_size, seed)`` (an endless iterator of batches of exactly ``batch_size`` units),
 ``epoch_orders(seed)`` and ``take(index)`` (the same batches by index, for packed execution: ``surge_repro.packed``),
 ``probe(size, seed)`` (one fixed batch of training data on which the protocol measures loss drops), ``loss(model,
-batch)`` (a scalar tensor: the mean training loss of the batch) and ``batch_unit`` (what ``batch.size`` counts).
+batch)`` (a scalar tensor: the mean training loss of the batch) and ``batch_unit`` (what ``batch`` counts).
 Builders live in ``vision`` (one function per dataset); ``prepare`` is the only code that downloads or converts data.
 """
 
@@ -51,8 +51,8 @@ class TensorTask:
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size > len(self):
-            raise ValueError(f"batch.size={batch_size} exceeds the {len(self)} training examples of {self.name}. "
-                             f"Fix: batch.size<={len(self)}")
+            raise ValueError(f"batch={batch_size} exceeds the {len(self)} training examples of {self.name}. "
+                             f"Fix: batch<={len(self)}")
 
     def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epochs of a fresh random order drawn from ``seed``; a batch never spans two epochs, so each has exactly

@@ -57,8 +57,15 @@ def _check_dims(name: str, inputs: torch.Tensor, labels: torch.Tensor, in_chans:
                          f"{got[2]} classes")
 
 
+def _check_unit(name: str, batch_unit: str) -> None:
+    if batch_unit != "examples":
+        raise ValueError(f"task {name} counts batches in examples (images), not {batch_unit}. "
+                         f"Fix: task.batch_unit=examples")
+
+
 def fashion_mnist(*, root: str, name: str = "fashion_mnist", in_chans: int = 1, img_size: int = 28,
-                  num_classes: int = 10) -> TensorTask:
+                  num_classes: int = 10, batch_unit: str = "examples") -> TensorTask:
+    _check_unit(name, batch_unit)
     inputs, labels = _fashion_mnist_train(str(Path(root).expanduser().resolve()))
     _check_dims(name, inputs, labels, in_chans, img_size, num_classes)
     return TensorTask(name, inputs, labels)
@@ -109,8 +116,9 @@ def prepare_fashion_mnist(root: str, force: bool = False,
 
 
 def synthetic_images(*, name: str = "synthetic_images", size: int = 2048, in_chans: int = 1, img_size: int = 8,
-                     num_classes: int = 4, data_seed: int = 0) -> TensorTask:
+                     num_classes: int = 4, data_seed: int = 0, batch_unit: str = "examples") -> TensorTask:
     """Gaussian images labelled by a fixed random linear teacher: learnable, instant, no files. For tests."""
+    _check_unit(name, batch_unit)
     gen = torch.Generator().manual_seed(data_seed)
     inputs = torch.randn(size, in_chans, img_size, img_size, generator=gen)
     teacher = torch.randn(in_chans * img_size * img_size, num_classes, generator=gen)
