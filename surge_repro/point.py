@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 NUISANCE = ("experiment_name", "rounds", "paths", "logger", "device", "threads", "progress", "report", "checkpoint",
-            "task.root")
+            "task.root", "task.verify_md5")
 
 
 def canonical(value: Any) -> Any:

@@ -19,6 +19,7 @@ import time
 import traceback
 
 import torch
+from torch.func import functional_call
 from omegaconf import DictConfig, OmegaConf
 
 from surge_repro import checkpoint, provenance
@@ -175,6 +176,29 @@ def probe_loss(loss_fn, probe_batch: tuple, chunk: int = 256) -> float:
     return total / len(labels)
 
 
+def make_probe(model: torch.nn.Module, task, probe_batch: tuple):
+    """The probe of one model: its mean loss on the probe set. Dropout is off (the probe measures the parameters,
+    not a random mask). BatchNorm uses the batch statistics of each probe chunk, as training does: its running
+    averages lag far behind early in training, where the paper's targets sit (Fig. 3); copies of the buffers take
+    the update, so probing never moves the running statistics."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    def probe() -> float:
+        model.eval()
+        if not norms:
+            value = probe_loss(lambda batch: task.loss(model, batch), probe_batch)
+        else:
+            for m in norms:
+                m.train()
+            scratch = {k: v.clone() for k, v in model.named_buffers()}
+            value = probe_loss(lambda batch: task.loss(lambda x: functional_call(model, scratch, (x,)), batch),
+                               probe_batch)
+        model.train()
+        return value
+
+    return probe
+
+
 def interrupted(err: BaseException) -> bool:
     """Whether ``err`` cut a run short rather than failed it: submitit raises UncompletedJobError from its signal
     handler when SLURM times out or preempts a job. Such a run writes no summary; it stays incomplete and a relaunch
@@ -218,11 +242,7 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
     probe_batch = task.probe(cfg.protocol.probe.size, cfg.protocol.probe.seed)
     names = [name for name, _ in model.named_parameters()]
 
-    def probe() -> float:
-        model.eval()
-        value = probe_loss(lambda batch: task.loss(model, batch), probe_batch)
-        model.train()
-        return value
+    probe = make_probe(model, task, probe_batch)
 
     step = 0
     if state is None:

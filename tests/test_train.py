@@ -105,3 +105,28 @@ def test_missing_data_fails_before_the_store_is_touched(make_cfg, tmp_path):
     with pytest.raises(DataError, match="python -m surge_repro.tasks.prepare task=fashion_mnist"):
         train.run(cfg)
     assert not (tmp_path / "store").exists()
+
+
+def test_the_probe_of_a_batchnorm_model_uses_batch_statistics_and_leaves_the_running_ones(make_cfg):
+    import torch
+    from torch.func import functional_call
+
+    from surge_repro.config import build
+    from surge_repro.train import make_probe
+
+    task = build(make_cfg().task)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 4))
+    probe_batch = task.probe(512, 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    value = make_probe(model, task, probe_batch)()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # running stats untouched
+    assert model.training
+    scratch = {k: v.clone() for k, v in model.named_buffers()}  # train mode by hand, chunk by chunk as the probe
+    chunks = [task.loss(lambda x: functional_call(model, scratch, (x,)), (probe_batch[0][i:i + 256],
+                                                                          probe_batch[1][i:i + 256]))
+              for i in (0, 256)]
+    assert value == pytest.approx(float(sum(chunks)) / 2, rel=1e-6)
+    model.eval()
+    assert abs(task.loss(model, probe_batch).item() - value) > 1e-3  # not the running statistics' loss

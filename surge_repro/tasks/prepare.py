@@ -13,8 +13,13 @@ import sys
 
 from surge_repro.config import compose
 from surge_repro.tasks import DataError, vision
+from surge_repro.tasks import text
 
-PREPARE = {"fashion_mnist": vision.prepare_fashion_mnist}
+PREPARE = {"fashion_mnist": vision.prepare_fashion_mnist,
+           "cifar10": vision.prepare_cifar10, "cifar100": vision.prepare_cifar100,
+           "tiny_imagenet": vision.prepare_tiny_imagenet,
+           "shakespeare": text.prepare_shakespeare, "eli5_category": text.prepare_eli5_category,
+           "redpajama": text.prepare_redpajama}
 NO_DATA = {"synthetic_images"}
 
 
