@@ -13,9 +13,10 @@ minus the unit-LR update, and each point's parameters then move by its LR times 
 step for every optimizer whose update is the LR times a function of its state and gradients (``LR_LINEAR``), with
 no weight decay (which reads the parameters); LR schedules act on the unit LR, so they multiply every point's LR.
 
-What falls back to one-by-one (``why_not_packable`` says why, and the log repeats it): models with buffers
-(BatchNorm's running statistics are updated in place, which vmap cannot do per point), other optimizers or weight
-decay, and tasks that cannot hand out batches by index.
+What falls back to one-by-one (``why_not_packable`` says why, and the log repeats it): models with BatchNorm (its
+running statistics are updated in place, which vmap cannot do per point), models vmap cannot run (a trial step of
+two copies tells), other optimizers or weight decay, and tasks that cannot hand out batches by index. Other buffers
+(rotary frequencies, position ids) are constants, shared by the points.
 """
 
 from __future__ import annotations
@@ -67,11 +68,25 @@ def why_not_packable(cfg: DictConfig, model: torch.nn.Module | None = None, task
         return "weight decay reads the parameters, which the unit-LR step does not see"
     if float(cfg.optimizer.get("lr_decay") or 0.0) != 0.0:
         return "Adagrad's lr_decay makes the step non-linear in the LR"
-    if model is not None and any(True for _ in model.buffers()):
-        return (f"model {cfg.model.name} has buffers (BatchNorm running statistics), which vmap cannot update per "
-                f"point")
+    if model is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return (f"model {cfg.model.name} has BatchNorm, whose running statistics vmap cannot update per point")
     if task is not None and not hasattr(task, "take"):
         return f"task {cfg.task.name} does not hand out batches by index"
+    if model is not None and task is not None:
+        return _vmap_trial(cfg, model, task)
+    return None
+
+
+def _vmap_trial(cfg: DictConfig, model: torch.nn.Module, task) -> str | None:
+    """One packed step of two copies of ``model`` at the run's batch size: None if it runs, else why not. Some
+    models cannot be vmapped at all (transformers' eager MoE experts route with data-dependent shapes,
+    aten::nonzero), and only trying tells; the cost is one step of two points."""
+    device = task.labels.device if hasattr(task, "labels") else torch.device("cpu")
+    try:
+        pack = Pack(cfg, task, [model, model], [1e-3, 1e-3], device)
+        pack.train_step(task.take(torch.zeros(2, int(cfg.batch), dtype=torch.long, device=device)))
+    except Exception as err:  # whatever vmap refuses, the points still train, one by one
+        return f"vmap cannot run model {cfg.model.name} ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
     return None
 
 
@@ -90,12 +105,26 @@ def pack_bytes(model: torch.nn.Module, task, batch_size: int) -> int:
 
     index = torch.zeros(batch_size, dtype=torch.long, device=task.labels.device if hasattr(task, "labels") else None)
     batch = task.take(index)
-    meta_model = copy.deepcopy(model).to("meta")
-    meta_batch = tuple(t.to("meta") for t in batch)
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-        task.loss(meta_model, meta_batch)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+            task.loss(_on_meta(model), tuple(t.to("meta") for t in batch))
+    except (RuntimeError, NotImplementedError):
+        # models that branch on tensor values (transformers' attention masks call .item()) cannot run on meta
+        # tensors: count one real forward's saved activations instead (one point fits, or it could not train)
+        saved = 0
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+            task.loss(model, batch)
     batch_bytes = sum(t.numel() * t.element_size() for t in batch)
     return 7 * params + saved + batch_bytes
+
+
+def _on_meta(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` on the meta device (no memory), with tied weights tied again: moving a model unties
+    transformers' output layer from its input embedding, and functional_call must see them as one parameter."""
+    base = copy.deepcopy(model).to("meta")
+    if hasattr(base, "tie_weights"):
+        base.tie_weights()
+    return base
 
 
 def free_bytes(device: torch.device) -> int:
@@ -215,7 +244,9 @@ class Pack:
     def __init__(self, cfg: DictConfig, task, models: list[torch.nn.Module], lrs: list[float],
                  device: torch.device):
         self.cfg, self.task, self.device = cfg, task, device
-        self.base = copy.deepcopy(models[0]).to("meta")  # the architecture; the weights come from the stack
+        self.base = _on_meta(models[0])  # the architecture; the weights come from the stack
+        # buffers that are not state (rotary frequencies, position ids) are the same for every point: shared
+        self.constants = {k: v.to(device) for k, v in models[0].named_buffers()}
         params, _ = stack_module_state(models)
         self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
         self.lr = torch.tensor(lrs, dtype=torch.float32, device=device)
@@ -270,7 +301,7 @@ class Pack:
 
     def point_loss(self, params: dict, *batch: torch.Tensor) -> torch.Tensor:
         """One point's loss, from its parameters: what vmap maps over the stack."""
-        return self.task.loss(lambda x: functional_call(self.base, params, (x,)), batch)
+        return self.task.loss(lambda x: functional_call(self.base, {**params, **self.constants}, (x,)), batch)
 
     def train_step(self, batch: tuple) -> torch.Tensor:
         """Forward, backward and optimizer step of every point on its own batch (``batch``: tensors of points x B x
@@ -358,7 +389,7 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
     log.info("pack %s: %d points of B=%d train together (LRs %s; seeds %s)", pack_info["id"], len(runs), batch_size,
              ",".join(sorted({f"{c.optimizer.lr:.3g}" for c in cfgs})), ",".join(sorted({str(c.seed) for c in cfgs})))
     live = list(range(len(runs)))  # row r of the stack is the point runs[live[r]]
-    per_epoch = len(task) // batch_size
+    per_epoch = task.epoch_length(batch_size)
     orders = [task.epoch_orders(c.seed, step // per_epoch) for c in cfgs]  # as task.batches draws them alone
     epoch = None
     summaries: list[dict | None] = [None] * len(runs)
