@@ -9,12 +9,18 @@
   95% band over seeds;
 - right: 1/S against 1/E at the optimal LRs with the Eq 22 line, whose slope is -B_noise.
 
-Axes are linear for a linear lattice (Table 1's grids) and logarithmic for a geometric one.
+``surge_figure`` stacks a row per target; with two or more targets it opens with ``b_noise_panel``: B_noise (Eq 22)
+and the observed peak of the optimal LR against the target loss, each with its 95% interval, the loss falling to
+the right (Fig. 3's claim: the peak moves to larger B as training goes on).
+
+Axes are linear for a linear lattice (Table 1's grids) and logarithmic for a geometric one. Batch sizes are in the
+task's unit (examples, sequences, tokens), named on every axis that shows one; millions of tokens read 1.2M.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -22,6 +28,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from surge_repro.fit import TargetFit  # noqa: E402
 from surge_repro.theory import LAWS  # noqa: E402
@@ -50,11 +57,28 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
     return np.exp(mid) if log else np.maximum(mid, 0.0)
 
 
-def _fmt_ci(value: float, ci: list[float], fmt: str = ".3g") -> str:
+def fmt_b(x: float, digits: int = 3) -> str:
+    """A batch size or B_noise: 3 significant digits, with k / M / G from 10^4 up (token batches: 1.39M)."""
+    if not math.isfinite(x):
+        return "n/a"
+    for scale, suffix, start in ((1e9, "G", 1e9), (1e6, "M", 1e6), (1e3, "k", 1e4)):  # 1000 to 9999 stay plain
+        if abs(x) >= start:
+            return f"{x / scale:.{digits}g}{suffix}"
+    return f"{x:.{digits}g}"
+
+
+def _fmt_ci(value: float, ci: list[float], fmt=".3g") -> str:
+    """``value [lo, hi]``; ``fmt`` is a format spec or a function of a float."""
+    f = fmt if callable(fmt) else (lambda v: f"{v:{fmt}}")
     if not math.isfinite(value):
         return "n/a"
     lo, hi = ci
-    return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if math.isfinite(lo) else f"{value:{fmt}}"
+    return f"{f(value)} [{f(lo)}, {f(hi)}]" if math.isfinite(lo) else f(value)
+
+
+def _batch_axis(axis, unit: str, label: str = "batch size B") -> None:
+    axis.set_label_text(f"{label} ({unit})")
+    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt_b(v, 4)))
 
 
 def _optima(ax, fit: TargetFit, b: np.ndarray, verdict: dict | None, color: str, marker: str, prefix: str) -> None:
@@ -67,19 +91,18 @@ def _optima(ax, fit: TargetFit, b: np.ndarray, verdict: dict | None, color: str,
     state = np.asarray(verdict["per_batch"]) if verdict else np.where(edge, "edge", "resolved")
     yerr = np.clip(np.abs(np.vstack([lr_opt - ci[:, 0], ci[:, 1] - lr_opt])), 0, None)
     yerr = np.where(np.isfinite(yerr), yerr, 0)
-    shift = 1.04 if marker == "D" else 1.0  # side by side with the main criterion's marker
-    styles = (("resolved", dict(mfc=color, ms=7, alpha=1.0), "optimal LR, resolved (95% CI over seeds)"),
-              ("edge", dict(mfc="none", ms=7, alpha=1.0), "optimal LR on the grid's edge"),
-              ("not identifiable", dict(mfc="white", ms=5, alpha=0.55), "optimal LR, not identifiable"))
+    styles = (("resolved", dict(mfc=color, ms=7, alpha=1.0), "resolved"),
+              ("edge", dict(mfc="none", ms=7, alpha=1.0), "on the grid's edge"),
+              ("not identifiable", dict(mfc="white", ms=5, alpha=0.55), "not identifiable"))
     for name, style, label in styles:
         mask = ok & (state == name)
         if mask.any():
-            ax.errorbar(b[mask] * shift, lr_opt[mask], yerr=yerr[:, mask], fmt=marker, mec=color, mew=1.6,
-                        ecolor=color, elinewidth=1.1, capsize=3, label=prefix + label, zorder=5, **style)
+            ax.errorbar(b[mask], lr_opt[mask], yerr=yerr[:, mask], fmt=marker, mec=color, mew=1.6,
+                        ecolor=color, elinewidth=1.1, capsize=3, label=f"{prefix}, {label}", zorder=5, **style)
 
 
 def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: TargetFit | None = None,
-                  overlay_verdict: dict | None = None) -> None:
+                  overlay_verdict: dict | None = None, unit: str = "examples") -> None:
     b, lrs = np.asarray(fit.batch_sizes), np.asarray(fit.lrs)
     log_b, log_lr = _is_geometric(b), _is_geometric(lrs)
     drop = np.asarray(fit.mean_score, float).T  # (LR, B)
@@ -94,9 +117,11 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
              "steps": "mean speed 1/S to the target"}.get(fit.criterion, fit.criterion)
     ax.figure.colorbar(mesh, ax=ax, label=f"{label} (n = {fit.n_seeds} seeds)")
 
-    _optima(ax, fit, b, verdict, "tab:red", "o", "")
-    if overlay is not None:
-        _optima(ax, overlay, b, overlay_verdict, "tab:blue", "D", "fewest steps: ")
+    _optima(ax, fit, b, verdict, "tab:red", "o", "optimal LR")
+    if overlay is not None:  # beside the chosen criterion's markers, not on them, inside the same cell
+        edges = _edges(b, log_b)
+        shifted = b * (edges[1:] / edges[:-1]) ** 0.2 if log_b else b + 0.2 * np.diff(edges)
+        _optima(ax, overlay, shifted, overlay_verdict, "tab:blue", "D", "fewest-steps LR")
 
     x_edges = _edges(b, log_b)
     if fit.b_noise > 0:
@@ -105,7 +130,7 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
         for law, (label, fn) in LAWS.items():
             eps = fit.eps_max[law]
             if math.isfinite(eps):
-                ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g} (band: 95%)",
+                ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g}",
                         **LAW_STYLE[law], zorder=4)
             band = fit.law_band.get(law)
             if band:  # the curve's 95% band over seeds, faint so that three of them leave the heatmap readable
@@ -113,54 +138,140 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
                                 alpha=0.16 if law == "adam" else 0.08, lw=0, zorder=3)
         lo, hi = x_edges[0], x_edges[-1]
         if lo <= fit.b_noise <= hi:
-            ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fit.b_noise:.3g}", zorder=4)
+            ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fmt_b(fit.b_noise)}", zorder=4)
         else:
-            ax.plot([], [], color="red", ls="--", label=f"B_noise = {fit.b_noise:.3g} (off the axis)")
+            ax.plot([], [], color="red", ls="--", label=f"B_noise = {fmt_b(fit.b_noise)} (off the axis)")
     ax.set_xscale("log" if log_b else "linear")
     ax.set_yscale("log" if log_lr else "linear")
     ax.set_xlim(x_edges[[0, -1]])
     ax.set_ylim(_edges(lrs, log_lr)[[0, -1]])
-    ax.set_xlabel("batch size B")
+    _batch_axis(ax.xaxis, unit)
     ax.set_ylabel("learning rate")
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False,
+              title="bands and bars: 95% bootstrap intervals over seeds", title_fontsize=8)
 
 
-def se_panel(ax, fit: TargetFit) -> None:
+def _power(values: np.ndarray) -> int:
+    """The power of ten that brings the largest value into [1, 10), 0 where no scaling is needed."""
+    top = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
+    p = int(np.floor(np.log10(top))) if top > 0 else 0
+    return 0 if -1 <= p <= 2 else p
+
+
+def _spread(b: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[tuple[float, float, float]]:
+    """The points whose batch-size labels do not pile up (large batches crowd near 1/E = 0): in order of B, a point
+    is labelled only when its label, a word to the right of it, clears every label kept so far."""
+    sx, sy = np.ptp(x) or 1.0, np.ptp(y) or 1.0
+    kept: list[tuple[float, float, float]] = []
+    for bi, xi, yi in sorted(zip(b, x, y)):
+        if all(abs(xi - xk) / sx >= 0.14 or abs(yi - yk) / sy >= 0.05 for _, xk, yk in kept):
+            kept.append((bi, xi, yi))
+    return kept
+
+
+def _times(p: int) -> str:
+    return f"  ($\\times 10^{{{p}}}$)" if p else ""
+
+
+def se_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
     s, e = np.asarray(fit.steps_at_opt, float), np.asarray(fit.examples_at_opt, float)
     ok = np.isfinite(s) & np.isfinite(e)
-    ax.plot(1 / e[ok], 1 / s[ok], "o", color="tab:blue", label="optimal LR of each B")
-    for bi, x, y in zip(np.asarray(fit.batch_sizes)[ok], 1 / e[ok], 1 / s[ok]):
-        ax.annotate(f"{bi:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    # the power of ten goes into the axis label: matplotlib's offset text sits on the end of a long label
+    px, py = _power(1 / e[ok]) if ok.any() else 0, _power(1 / s[ok]) if ok.any() else 0
+    x_of, y_of = (lambda v: v / 10.0 ** px), (lambda v: v / 10.0 ** py)
+    ax.plot(x_of(1 / e[ok]), y_of(1 / s[ok]), "o", color="tab:blue", label="optimal LR of each B")
+    for bi, x, y in _spread(np.asarray(fit.batch_sizes)[ok], x_of(1 / e[ok]), y_of(1 / s[ok])):
+        ax.annotate(fmt_b(bi, 4), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7.5)
     if math.isfinite(fit.b_noise) and math.isfinite(fit.s_min) and ok.sum() >= 2:
         x = np.linspace(0, (1 / e[ok]).max() * 1.05, 100)
-        ax.plot(x, 1 / fit.s_min - fit.b_noise * x, color="red", ls="--",
-                label=f"Eq 22: slope -B_noise\nB_noise = {_fmt_ci(fit.b_noise, fit.b_noise_ci)}\n"
+        ax.plot(x_of(x), y_of(1 / fit.s_min - fit.b_noise * x), color="red", ls="--",  # Eq 22
+                label=f"Eq 22: slope -B_noise\nB_noise = {_fmt_ci(fit.b_noise, fit.b_noise_ci, fmt_b)} {unit}\n"
                       f"S_min = {_fmt_ci(fit.s_min, fit.s_min_ci)}")
-    ax.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3))
-    ax.set_xlabel("1 / E   (E = examples to target)")
-    ax.set_ylabel("1 / S   (S = steps to target)")
+    ax.set_xlabel(f"1 / E{_times(px)}   (E = {unit} to target)")
+    ax.set_ylabel(f"1 / S{_times(py)}   (S = steps to target)")
     ax.set_xlim(left=0)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=8, loc="best")
+
+
+def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples",
+                  labels: list[str] | None = None, legend_ax=None) -> None:
+    """B_noise (Eq 22) and the observed peak of the optimal LR against the target loss, with 95% intervals; the
+    target axis is reversed so that training goes on to the right. The measured batch sizes are shaded: an estimate
+    outside them is an extrapolation. The legend goes on ``legend_ax`` when given (off the data)."""
+    t = np.array([f.target for f in fits])
+    b_all = np.concatenate([f.batch_sizes for f in fits])
+    log = _is_geometric(np.unique(b_all))
+    step = 0.012 * (np.ptp(t) or 1.0)  # the peak's markers beside B_noise's, not on top of them
+    series = ((np.array([f.b_noise for f in fits]), [f.b_noise_ci for f in fits], 0.0, "o", "red",
+               "B_noise (Eq 22, slope of 1/S on 1/E)"),
+              (np.array([f.peak_batch_size for f in fits]), [f.peak_batch_size_ci for f in fits], step, "D",
+               "0.25", "observed peak of the optimal LR"))
+    ax.axhspan(b_all.min(), b_all.max(), color="tab:green", alpha=0.09, lw=0, label="measured batch sizes")
+    floor = b_all.min() / 4 if log else -np.inf
+    for y, ci, dx, marker, color, label in series:
+        ci = np.asarray(ci, float).reshape(-1, 2)
+        ok = np.isfinite(y) & (y > floor)
+        lo, hi = np.maximum(ci[:, 0], floor), ci[:, 1]
+        yerr = np.where(np.isfinite(ci.T), np.abs(np.vstack([y - lo, hi - y])), 0)
+        ax.errorbar(t[ok] - dx, y[ok], yerr=yerr[:, ok], fmt=marker + "-", color=color, mfc=color, ms=7, lw=1,
+                    elinewidth=1.2, capsize=3, label=label + " (95% CI)", zorder=5)
+    for ti, y, lab in zip(t, [f.b_noise for f in fits], labels or [None] * len(fits)):
+        if lab and math.isfinite(y) and y > floor:
+            ax.annotate(lab, (ti, y), textcoords="offset points", xytext=(-14, 6), fontsize=9, color="red")
+    ax.set_yscale("log" if log else "linear")
+    if not log:
+        ax.set_ylim(bottom=0)
+    ax.set_xlim(t.max() + 0.08 * (np.ptp(t) or 1), t.min() - 0.08 * (np.ptp(t) or 1))  # falling loss to the right
+    ax.set_xlabel("target training loss (training goes on to the right)")
+    _batch_axis(ax.yaxis, unit, "B")
+    if legend_ax is None:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        legend_ax.legend(*ax.get_legend_handles_labels(), fontsize=8.5, loc="lower left", frameon=False)
+    ax.set_title(f"B_noise against the target loss: {trend['verdict']}", fontsize=10)
+
+
+def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[str] | None) -> None:
+    """The summary panel's numbers as a table, and the trend's verdict in words."""
+    ax.axis("off")
+    rows = [f"{'target':>10s}  {'B_noise [95% CI]':<24s} {'peak of opt. LR':<22s} B x seeds"]
+    for f, lab in zip(fits, labels or [""] * len(fits)):
+        n_b = int(np.isfinite(f.steps_at_opt).sum())
+        rows.append(f"{lab:>4s} {f.target:<5g}  {_fmt_ci(f.b_noise, f.b_noise_ci, fmt_b):<24s} "
+                    f"{_fmt_ci(f.peak_batch_size, f.peak_batch_size_ci, fmt_b):<22s} {n_b} x {f.n_seeds}")
+    ax.text(0, 1, f"batch sizes in {unit}\n" + "\n".join(rows) + "\n\n" + textwrap.fill(trend["text"], 66),
+            family="monospace", fontsize=8.5, va="top", transform=ax.transAxes)
 
 
 def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None = None,
-                 overlay: list[TargetFit] | None = None, overlay_verdicts: list[dict] | None = None) -> Figure:
-    """A row of (heatmap, S-E) panels per target; ``verdicts`` (``identify.surge_verdict``) style the optima and
-    title each row, ``overlay`` (fits by another criterion) adds their optima."""
-    fig, axes = plt.subplots(len(fits), 2, figsize=(13, 5.9 * len(fits)), squeeze=False, layout="constrained",
-                             gridspec_kw={"width_ratios": [1.45, 1]})
-    for i, ((left, right), fit) in enumerate(zip(axes, fits)):
+                 overlay: list[TargetFit] | None = None, overlay_verdicts: list[dict] | None = None,
+                 unit: str = "examples", labels: list[str] | None = None, trend: dict | None = None) -> Figure:
+    """A row of (heatmap, S-E) panels per target, opened by the B_noise summary when ``trend``
+    (``report.b_noise_trend``) is given; ``verdicts`` (``identify.surge_verdict``) style the optima and title each
+    row, ``overlay`` (fits by another criterion) adds their optima, ``labels`` name the rows (the paper's panels),
+    ``unit`` is what a batch counts."""
+    heights = ([4.2] if trend else []) + [5.9] * len(fits)
+    fig = plt.figure(figsize=(13, sum(heights) + 0.6), layout="constrained")
+    grid = fig.add_gridspec(len(heights), 2, width_ratios=[1.45, 1], height_ratios=heights)
+    if trend:
+        text_ax = fig.add_subplot(grid[0, 1])
+        b_noise_panel(fig.add_subplot(grid[0, 0]), fits, trend, unit, labels, legend_ax=text_ax)
+        _trend_text(text_ax, fits, trend, unit, labels)
+    for i, fit in enumerate(fits):
+        row = i + bool(trend)
+        left, right = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])
         verdict = verdicts[i] if verdicts else None
         heatmap_panel(left, fit, verdict, overlay[i] if overlay else None,
-                      overlay_verdicts[i] if overlay_verdicts else None)
-        se_panel(right, fit)
-        head = f"target loss {fit.target:g}: {fit.n_runs} runs, {len(fit.batch_sizes)} B x {len(fit.lrs)} LR x " \
-               f"{fit.n_seeds} seeds"
+                      overlay_verdicts[i] if overlay_verdicts else None, unit)
+        se_panel(right, fit, unit)
+        name = f"{labels[i]} " if labels and labels[i] else ""
+        head = f"{name}target loss {fit.target:g}: {fit.n_runs} runs, {len(fit.batch_sizes)} B x {len(fit.lrs)} " \
+               f"LR x {fit.n_seeds} seeds"
         if verdict:
             n_res = verdict["per_batch"].count("resolved")
             head += f"\nverdict: {verdict['verdict']} ({n_res} of {len(fit.batch_sizes)} optima resolved)"
         left.set_title(head, fontsize=10)
-        right.set_title(f"observed peak of the optimal LR at B = "
-                        f"{_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, '.4g')}", fontsize=10)
+        right.set_title(f"peak of the optimal LR: B = "
+                        f"{_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, fmt_b)} {unit}", fontsize=10)
     fig.suptitle(title, fontsize=12)
     return fig

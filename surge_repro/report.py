@@ -1,6 +1,6 @@
 """Rebuild a figure from the store: tidy table -> fits -> figure (PNG) and the fitted numbers (JSON) beside it.
 
-The scripts in ``reports/`` are thin: they name experiments and a title and call ``main`` here, e.g.
+The scripts in ``reports/`` are thin: each calls ``main`` here with its own file name, e.g.
 
     python reports/fig2_cnn5_fmnist.py                         # Fig. 2(b) and 2(c) from their experiments
     python reports/fig2_cnn5_fmnist.py +experiment=quickstart  # the quickstart's grid
@@ -8,7 +8,10 @@ The scripts in ``reports/`` are thin: they name experiments and a title and call
     python reports/fig2_cnn5_fmnist.py report.criterion=steps  # the optimal LR as the fewest steps to target
 
 Arguments are Hydra overrides of ``conf/config.yaml``, so ``paths.store`` and the experiment names mean exactly what
-they mean to ``run.py``.
+they mean to ``run.py``. Which experiments a script draws, its title and the paper's panel names come from
+``surge_repro.figures``. An experiment whose ``conf/experiment/<name>.yaml`` does not exist (yet) is still drawn from
+the store under its name. With two or more targets the figure opens with B_noise against the target loss
+(``b_noise_trend``: does it grow as training goes on, as Fig. 3 claims?).
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import DictConfig
 
-from surge_repro import provenance
-from surge_repro.config import compose
+from surge_repro import figures, provenance
+from surge_repro.config import CONF_DIR, compose
 from surge_repro.fit import CRITERIA, TargetFit, fit_experiment
 from surge_repro.identify import CONFIDENCE, surge_verdict
 from surge_repro.mirror import Mirror
-from surge_repro.plots import surge_figure
+from surge_repro.plots import fmt_b, surge_figure
 from surge_repro.store import load_grid, status_counts
 from surge_repro.theory import LAWS
 
@@ -84,7 +87,66 @@ def describe(fit: TargetFit, steps_fit: TargetFit | None = None, confidence: flo
     return "\n".join(lines)
 
 
-def render(cfg: DictConfig, title: str) -> Path | None:
+def b_noise_trend(fits: list[TargetFit]) -> dict | None:
+    """Does B_noise grow as training goes on (the target loss falls), as Fig. 3 claims? None for one target.
+
+    Claimed as the optimal LR's rises are (``identify``): B_noise rises when a lower target's 95% interval lies wholly
+    above a higher target's, falls when wholly below. The Spearman rank correlation of B_noise with training progress
+    (minus the target) comes beside it, as does the observed peak of the optimal LR that B_noise should predict.
+    """
+    if len(fits) < 2:
+        return None
+    order = sorted(fits, key=lambda f: -f.target)  # training order: the highest loss is reached first
+    rises, falls = [], []
+    for i, a in enumerate(order if min(f.n_seeds for f in fits) >= 2 else []):  # one seed: no intervals
+        for b in order[i + 1:]:
+            (a_lo, a_hi), (b_lo, b_hi) = a.b_noise_ci, b.b_noise_ci
+            if all(math.isfinite(x) for x in (a_lo, a_hi, b_lo, b_hi)):
+                if b_lo > a_hi:
+                    rises.append((a.target, b.target))
+                if b_hi < a_lo:
+                    falls.append((a.target, b.target))
+    est = np.array([f.b_noise for f in order])
+    ok = np.isfinite(est)
+    rank = float(np.corrcoef(np.argsort(np.argsort(-np.array([f.target for f in order])[ok])),
+                             np.argsort(np.argsort(est[ok])))[0, 1]) if ok.sum() >= 3 else math.nan
+
+    def pairs(ps: list[tuple[float, float]]) -> str:
+        return ", ".join(f"{a:g} -> {b:g}" for a, b in ps[:3]) + (f" and {len(ps) - 3} more" if len(ps) > 3 else "")
+
+    if rises and not falls:
+        verdict, text = "rises as the loss falls", f"B_noise rises as the loss falls (targets {pairs(rises)})"
+    elif falls and not rises:
+        verdict, text = "falls as the loss falls", f"B_noise falls as the loss falls (targets {pairs(falls)})"
+    elif rises:
+        verdict, text = "mixed", f"B_noise both rises ({pairs(rises)}) and falls ({pairs(falls)}) as the loss falls"
+    elif min(f.n_seeds for f in fits) < 2:
+        verdict, text = "no trend resolved", "one seed: B_noise has no interval, so no change of it is resolved"
+    else:
+        verdict, text = "no trend resolved", "no change of B_noise between targets is resolved (95% intervals overlap)"
+    text += f"; Spearman rank correlation with training progress {rank:.2f} over {int(ok.sum())} targets" \
+        if math.isfinite(rank) else ""
+    return {"verdict": verdict, "text": text + ".", "rises": rises, "falls": falls, "spearman": rank,
+            "targets": [f.target for f in order], "b_noise": est.tolist(), "b_noise_ci": [f.b_noise_ci for f in order],
+            "peak_batch_size": [f.peak_batch_size for f in order],
+            "peak_batch_size_ci": [f.peak_batch_size_ci for f in order]}
+
+
+def _panel_labels(experiment: str, fits: list[TargetFit]) -> tuple[list[str] | None, list[str]]:
+    """The paper's panel of each target, "(a)" to "(f)" where the registry gives its targets, and a note for each
+    paper target the data lack."""
+    item = figures.item_of(experiment)
+    paper = item.paper_targets if item else ()
+    if not paper:
+        return None, []
+    letter = {t: f"({chr(ord('a') + i)})" for i, t in enumerate(paper)}
+    labels = [next((letter[p] for p in paper if abs(p - f.target) < 5e-4), "") for f in fits]
+    missing = [p for p in paper if not any(abs(p - f.target) < 5e-4 for f in fits)]
+    notes = [f"the paper's target {p:g} ({item.label}{letter[p]}) is not in the data" for p in missing]
+    return labels, notes
+
+
+def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | None:
     """Fit and draw ``cfg.experiment_name`` from ``cfg.paths.store`` into ``cfg.paths.figures`` with the criterion,
     confidence and bootstrap size of ``cfg.report``; returns the PNG path, or None if the store has no finished runs.
     The fewest-steps criterion is fitted beside the chosen one and drawn over it."""
@@ -98,27 +160,32 @@ def render(cfg: DictConfig, title: str) -> Path | None:
         print(f"{experiment}: no finished runs in {store}/{experiment}. "
               f"Run: python run.py -m +experiment={experiment}")
         return None
+    unit = "/".join(sorted(table["batch_unit"].dropna().astype(str).unique())) or "examples"
     fits = fit_experiment(table, n_boot=n_boot, criterion=criterion)
     steps_fits = fit_experiment(table, n_boot=n_boot, criterion="steps") if criterion != "steps" else None
     verdicts = [surge_verdict(f, confidence) for f in fits]
     steps_verdicts = [surge_verdict(f, confidence) for f in steps_fits] if steps_fits else None
+    trend = b_noise_trend(fits)
+    labels, label_notes = _panel_labels(experiment, fits)
     counts = status_counts(store, experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
     fig = surge_figure(fits, f"{title}\n{experiment}: {sum(counts.values())} points "
                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); optimal LR by "
                              f"{criterion}", verdicts=verdicts, overlay=steps_fits,
-                       overlay_verdicts=steps_verdicts)
+                       overlay_verdicts=steps_verdicts, unit=unit, labels=labels, trend=trend)
     fig.savefig(png, dpi=110)
     plt.close(fig)
     payload = {
         "experiment": experiment, "store": str(Path(store).resolve()), "title": title,
+        "command": command, "batch_unit": unit, "notes": label_notes,
         "criterion": criterion, "criterion_means": CRITERIA[criterion], "confidence": confidence,
         "points": dict(counts), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code": provenance.code_state(), "figure": png.name,
         "targets": [{**f.to_dict(), "verdict": v} for f, v in zip(fits, verdicts)],
         "steps_criterion": [{**f.to_dict(), "verdict": v} for f, v in zip(steps_fits, steps_verdicts)]
         if steps_fits else None,
+        "b_noise_trend": trend, "panels": labels,
     }
     js.write_text(json.dumps(_plain(payload), indent=1))
     print(f"\n{title} -- {experiment}")
@@ -127,6 +194,12 @@ def render(cfg: DictConfig, title: str) -> Path | None:
         print(describe(fit, steps_fits[i] if steps_fits else None, confidence))
         if steps_fits:
             print(f"  fewest-steps criterion: {steps_verdicts[i]['verdict']}: {steps_verdicts[i]['text']}")
+    if trend:
+        print(f"B_noise against the target loss ({unit}): {trend['verdict']}: {trend['text']}")
+        for t, b, ci in zip(trend["targets"], trend["b_noise"], trend["b_noise_ci"]):
+            print(f"  target {t:<8g} B_noise = {fmt_b(b)} [{fmt_b(ci[0])}, {fmt_b(ci[1])}]")
+    for note in label_notes:
+        print(f"note: {note}")
     print(f"figure: {png}\nnumbers: {js}")
     mirror = Mirror(cfg.logger, group=experiment, name=f"report-{experiment}", job_type="report",
                     config={"experiment": experiment, "criterion": criterion}, directory=out_dir)
@@ -136,12 +209,24 @@ def render(cfg: DictConfig, title: str) -> Path | None:
     return png
 
 
-def main(experiments: Sequence[str], title: str, argv: Sequence[str] | None = None) -> int:
-    """Render ``experiments`` (or the one named by a ``+experiment=`` override in ``argv``)."""
+def compose_for(experiment: str, argv: Sequence[str]) -> DictConfig:
+    """The config of ``experiment`` with the overrides ``argv``; an experiment without a config file yet is composed
+    by name only (its store directory), which is all a report reads of it."""
+    if (CONF_DIR / "experiment" / f"{experiment}.yaml").exists():
+        return compose(list(argv) + [f"+experiment={experiment}"])
+    print(f"{experiment}: no conf/experiment/{experiment}.yaml yet; drawing store/{experiment} by its name")
+    return compose(list(argv) + [f"experiment_name={experiment}"])
+
+
+def main(script: str, argv: Sequence[str] | None = None) -> int:
+    """Render the experiments that ``surge_repro.figures`` gives the report script ``script`` (a path or file name),
+    or the one named by a ``+experiment=`` override in ``argv``. Exit status 0 when at least one was drawn."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    chosen = [None] if any(a.startswith("+experiment=") for a in argv) else list(experiments)
+    title, items = figures.by_script(script)
+    command = " ".join(["python", f"reports/{Path(script).name}", *argv])
+    named = [a.split("=", 1)[1] for a in argv if a.startswith("+experiment=")]
+    rest = [a for a in argv if not a.startswith("+experiment=")]
     rendered = 0
-    for exp in chosen:
-        cfg = compose(argv + ([f"+experiment={exp}"] if exp else []))
-        rendered += render(cfg, title) is not None
+    for exp in named or [i.experiment for i in items]:
+        rendered += render(compose_for(exp, rest), title, command) is not None
     return 0 if rendered else 1
