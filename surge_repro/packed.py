@@ -48,8 +48,11 @@ from surge_repro.train import (
 
 log = logging.getLogger("surge_repro")
 
-# torch optimizers whose step is lr * f(state, grad): their state never reads the LR (Adagrad: with lr_decay = 0)
-LR_LINEAR = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad")
+# optimizers whose step is lr * f(state, grad): their state never reads the LR (Adagrad: with lr_decay = 0). torch's
+# by class name; others by module and name (a class of the same name elsewhere is not vouched for), each checked
+# packed against one by one in tests/test_optimizers.py. Weight decay, which reads the parameters, is refused below.
+LR_LINEAR = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad",
+             "lion_pytorch.lion_pytorch.Lion", "surge_repro.optim.SignSGD", "surge_repro.optim.Signum")
 FUSED = ("Adam", "AdamW", "SGD", "Adagrad")  # torch has fused kernels for these on CPU and CUDA
 
 
@@ -62,7 +65,8 @@ def _optimizer_class(cfg: DictConfig) -> type:
 def why_not_packable(cfg: DictConfig, model: torch.nn.Module | None = None, task=None) -> str | None:
     """None if points of this workload can train packed, else the reason they train one by one."""
     cls = _optimizer_class(cfg)
-    if cls.__module__.split(".")[0] != "torch" or cls.__name__ not in LR_LINEAR:
+    name = cls.__name__ if cls.__module__.split(".")[0] == "torch" else f"{cls.__module__}.{cls.__name__}"
+    if name not in LR_LINEAR:
         return f"optimizer {cls.__name__} is not one whose step is linear in the LR ({', '.join(LR_LINEAR)})"
     if float(cfg.optimizer.get("weight_decay") or 0.0) != 0.0:
         return "weight decay reads the parameters, which the unit-LR step does not see"
