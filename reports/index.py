@@ -7,12 +7,14 @@
 Arguments are Hydra overrides, as for every report script. The items (paper figure -> experiment -> report script)
 are ``surge_repro.figures.ITEMS``. The page holds a table (item, experiment, run command, report command, status:
 done / partial k of N / not run, or a missing config), then per drawn figure its PNG, its fitted numbers and n (from
-the JSON beside it) and the command that made it. Plain HTML; the PNGs are linked by relative paths. Exit status 0
-unless a figure failed to draw.
+the JSON beside it) and the command that made it. Items with ``store=False`` (Fig. 1, analytic) are drawn every
+time by their script's ``render(out_dir, command=...)``, with the "summary" lines of their JSON. Plain HTML; the PNGs
+are linked by relative paths. Exit status 0 unless a figure failed to draw.
 """
 
 import html
 import json
+import runpy
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -75,6 +77,16 @@ def figure_section(item: figures.Item, numbers: dict, png: Path) -> str:
     return "\n".join(parts)
 
 
+def analytic_section(item: figures.Item, png: Path) -> str:
+    """An analytic figure (no store): its PNG and the lines of its JSON's "summary"."""
+    numbers = json.loads(png.with_suffix(".json").read_text())
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in numbers.get("summary", []))
+    return (f'<h2 id="{item.experiment}">{html.escape(item.label)}: {html.escape(item.shows)}</h2>\n'
+            f"<p>Made by <code>{html.escape(numbers.get('command') or item.report_command)}</code>; numbers: "
+            f'<a href="{png.with_suffix(".json").name}">{png.with_suffix(".json").name}</a>.</p><ul>{lines}</ul>\n'
+            f'<p><a href="{png.name}"><img src="{png.name}" alt="{html.escape(item.label)}"></a></p>')
+
+
 def status_table(rows: list[tuple[figures.Item, dict, Path | None, str | None]], argv: list[str]) -> str:
     # each command gets the overrides that mean something to it: run.py does not draw, a report does not sweep
     run = "".join(f" {a}" for a in argv if not a.startswith(("paths.figures=", "report.")))
@@ -84,9 +96,10 @@ def status_table(rows: list[tuple[figures.Item, dict, Path | None, str | None]],
     for item, status, png, error in rows:
         state = "failed" if error else status["state"].replace(" ", "-")
         figure = f'<a href="#{item.experiment}">{png.name}</a>' if png else html.escape(error or "")
+        own = item.store  # an analytic script takes its own flags, not Hydra overrides
         cells = [html.escape(item.label), html.escape(item.shows), f"<code>{item.experiment}</code>",
-                 f"<code>{html.escape(item.run_command + run)}</code>",
-                 f"<code>{html.escape(item.report_command + rep)}</code>",
+                 f"<code>{html.escape(item.run_command + (run if own else ''))}</code>",
+                 f"<code>{html.escape(item.report_command + (rep if own else ''))}</code>",
                  f'<span class="{state}">{html.escape(status["text"])}</span>', figure]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "\n".join(out) + "</table>"
@@ -102,6 +115,19 @@ def main(argv: list[str]) -> int:
     rows, sections = [], []
     for item in figures.ITEMS:
         png, error = None, None
+        if not item.store:  # analytic: always drawn, nothing to count
+            status = {"state": "done", "in_store": 0, "text": "analytic (needs no store)"}
+            try:
+                script = runpy.run_path(str(figures.REPORTS / item.script))
+                png = script["render"](out_dir, command=item.report_command)
+                sections.append(analytic_section(item, png))
+            except Exception as err:  # one figure that cannot be drawn must not hide the others
+                traceback.print_exc()
+                error = f"failed to draw: {type(err).__name__}: {err}"
+            rows.append((item, status, png, error))
+            print(f"{item.label:18s} {item.experiment:32s} {status['text']}" + (f"  -> {png}" if png else "")
+                  + (f"  {error}" if error else ""))
+            continue
         try:
             status = figures.sweep_status(item, argv)
         except Exception as err:  # a config that does not compose: say so in its row, draw the others

@@ -30,10 +30,11 @@ class Item:
     shows: str
     default: bool = True  # drawn by its script without arguments; otherwise the script needs +experiment=
     paper_targets: tuple[float, ...] = field(default=())  # the paper's target losses, where it gives them
+    store: bool = True  # False: analytic, drawn without a store by the script's render(out_dir, command=...)
 
     @property
     def run_command(self) -> str:
-        return f"python run.py -m +experiment={self.experiment}"
+        return f"python run.py -m +experiment={self.experiment}" if self.store else "(none: analytic)"
 
     @property
     def report_command(self) -> str:
@@ -46,6 +47,7 @@ class Item:
 
 # the script's figure title, shared by every experiment it draws
 TITLES = {
+    "fig1_theory.py": "Fig. 1: optimal LR against batch size in theory, SGD (Eq 1) against sign descent (Eq 2, Eq 9)",
     "fig2_cnn5_fmnist.py": "Fig. 2: optimal LR against batch size, CNN on Fashion-MNIST, Adam",
     "fig3_resnet18_tinyimagenet.py": "Fig. 3: optimal LR against batch size at six training losses, ResNet-18 on "
                                      "Tiny-ImageNet, Adam (0, 0)",
@@ -57,6 +59,8 @@ TITLES = {
 }
 
 ITEMS = [
+    Item("Fig. 1", "fig1_theory", "fig1_theory.py",
+         "theory: Eq 1, Eq 2 and the exact Eq 9 (rise, fall, rise to the Eq 17 limit); no training", store=False),
     Item("Fig. 2(b)", "fig2b_cnn5_fmnist_small_bs", "fig2_cnn5_fmnist.py",
          "CNN on Fashion-MNIST, Adam (0.9, 0.999), B 1-12 (Theorem 3 regime)"),
     Item("Fig. 2(c)", "fig2c_cnn5_fmnist_large_bs", "fig2_cnn5_fmnist.py",

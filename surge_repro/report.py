@@ -40,12 +40,14 @@ from surge_repro.theory import LAWS
 log = logging.getLogger("surge_repro.report")
 
 
-def _plain(value):
-    """JSON without NaN (null instead), floats rounded to 6 significant digits."""
+def plain(value):
+    """JSON without NaN (null instead), floats rounded to 6 significant digits, arrays as lists."""
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(f"{value:.6g}") if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -187,7 +189,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
         if steps_fits else None,
         "b_noise_trend": trend, "panels": labels,
     }
-    js.write_text(json.dumps(_plain(payload), indent=1))
+    js.write_text(json.dumps(plain(payload), indent=1))
     print(f"\n{title} -- {experiment}")
     print(f"optimal LR: {CRITERIA[criterion]}")
     for i, fit in enumerate(fits):

@@ -145,9 +145,12 @@ def test_index_gives_done_partial_and_not_run_and_links_the_figures(tmp_path):
     for item in figures.ITEMS:  # the others, configured by now or not
         if item.experiment in ("quickstart", "fig2b_cnn5_fmnist_small_bs", "fig2c_cnn5_fmnist_large_bs"):
             continue
+        if not item.store:  # analytic (Fig. 1): drawn every time, no sweep
+            assert "analytic (needs no store)" in row[item.experiment]
+            continue
         assert "not run (0 of" in row[item.experiment] or "config missing" in row[item.experiment]
-    for drawn in ("quickstart", "fig2b_cnn5_fmnist_small_bs"):
+    for drawn in ("quickstart", "fig2b_cnn5_fmnist_small_bs", "fig1_theory"):
         assert f'<img src="{drawn}.png"' in page and (out / f"{drawn}.png").exists()
         assert f'<a href="{drawn}.json">' in page
-    assert page.count("<img ") == 2 and "B_noise (examples)" in page
+    assert page.count("<img ") == 3 and "B_noise (examples)" in page
     assert "python reports/fig2_cnn5_fmnist.py +experiment=quickstart" in page
