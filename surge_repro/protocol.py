@@ -11,8 +11,8 @@ The paper gives no estimator of "the training loss" (only that targets hold to +
 - The training loss is the mean loss on a fixed probe set of ``probe.size`` training examples, the same set for every
   point (dropout off; BatchNorm with the batch statistics of each probe chunk, as in training, its running averages
   untouched). It is exact for those examples (no minibatch noise), so a crossing is placed where it happened, and
-  the drop over the K steps is measured on the same examples before and after. What remains is the noise of the training path
-  itself, which is real and why the paper runs many seeds.
+  the drop over the K steps is measured on the same examples before and after. What remains is the noise of the
+  training path itself, which is real and why the paper runs many seeds.
 - A smoothed minibatch loss would be free but lags: an EMA over N examples crosses a target about N examples after
   the loss did, when a fast run is already well below it, and its K steps would then start lower than a slow run's.
   So the probe decides crossings, and is evaluated sparsely: the gap between probes doubles from ``probe.min_gap`` to
