@@ -64,12 +64,11 @@ def law_shape(name: str, batch_size, b_noise: float):
 # the paper does (Eq 36). Batch sizes may be arrays; each function returns an array over them.
 # ---------------------------------------------------------------------------------------------------------------
 
-try:  # scipy comes with the pinned environment (.ci/constraints.txt) but is not a declared dependency
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - the same function, one Python call per element
-    import math as _math
+def _erf(x) -> np.ndarray:
+    """erf elementwise in float64, by torch (a dependency already; scipy is not)."""
+    import torch
 
-    _erf = np.vectorize(_math.erf, otypes=[float])
+    return torch.special.erf(torch.as_tensor(np.asarray(x, dtype=np.float64))).numpy()
 
 
 def _problem(mu, sigma, h) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
