@@ -1,0 +1,178 @@
+"""Fig. 2(a) and Fig. 8 from per-example gradients, with McCandlish's B_simple at the same checkpoints.
+
+Trains one point (any composed config: task, model, optimizer, batch, lr; defaults: the paper's CNN on
+Fashion-MNIST with Adam, B = 8, LR 1e-3) to each checkpoint step and there takes the gradient of each of N training
+examples (``surge_repro.diagnostics``). Draws:
+
+- top row, Fig. 2(a): per checkpoint, the histogram over parameters of log10(pi sigma_i^2 / (2 mu_i^2)), Theorem 3's
+  per-coordinate bound (it needs B << it for every i), with its minimum, 1%, 5% and median marked, the trained batch
+  size, and pi N / 2, where a coordinate with mean 0 lands (ratios near it are "mean not resolved with N examples");
+- middle row, Fig. 8: at the last checkpoint, the per-example gradient of a few coordinates (largest |mu|, random)
+  with the fitted Gaussian, and their skewness, excess kurtosis and KS distance (Lilliefors' 5% value beside it);
+- bottom row: the same coordinates as means of B examples (resampled from the N), the minibatch gradient that
+  Theorem 2 models as Gaussian.
+
+Config overrides are Hydra's ``key=value`` (passed to ``surge_repro.config.compose``); options are argparse's::
+
+    python reports/fig2a_fig8_gradients.py task=fashion_mnist model=cnn5 batch=8 optimizer.lr=1e-3 --steps 0,300
+    python reports/fig2a_fig8_gradients.py paths.data=/work/main/data --steps 0,200,1000 --examples 2048
+
+Writes reports/figures/fig2a_fig8_gradients.png and .json (quantiles, B_simple and normality per checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from surge_repro import diagnostics  # noqa: E402
+from surge_repro.config import compose  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "reports" / "figures"
+NAME = "fig2a_fig8_gradients"
+# the paper's Fig. 2 setting; a user's override of the same key wins (Hydra refuses a group given twice)
+DEFAULTS = ["task=fashion_mnist", "model=cnn5", "optimizer=adam", "batch=8", "optimizer.lr=1e-3"]
+MARKS = [("min", "min", "tab:red"), ("q01", "1%", "tab:orange"), ("q05", "5%", "tab:olive"),
+         ("q50", "median", "tab:green")]
+
+
+def overrides_with_defaults(overrides: list[str]) -> list[str]:
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [d for d in DEFAULTS if d.split("=", 1)[0] not in given] + overrides
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _gauss_panel(ax, v, nm, title: str, xlabel: str) -> None:
+    """Histogram of ``v`` with the Gaussian of its mean and std, and its normality statistics."""
+    lo, hi = np.quantile(v, [0.005, 0.995])  # heavy tails would squash the bulk into one bin
+    lo, hi = min(lo, nm["mean"] - 3 * nm["std"]), max(hi, nm["mean"] + 3 * nm["std"])
+    inside = v[(v >= lo) & (v <= hi)]
+    ax.hist(inside, bins=50, range=(lo, hi), density=True, color="tab:blue", alpha=0.6)
+    if nm["std"] > 0:
+        x = np.linspace(lo, hi, 300)
+        ax.plot(x, np.exp(-0.5 * ((x - nm["mean"]) / nm["std"]) ** 2) / (nm["std"] * math.sqrt(2 * math.pi)),
+                color="k", lw=1.2)
+    ax.axvline(0, color="0.6", lw=0.8)
+    ax.set_title(title, fontsize=8)
+    ax.text(0.02, 0.97, f"skew {_fmt(nm['skewness'])}\nexc. kurt {_fmt(nm['excess_kurtosis'])}\n"
+                        f"KS {_fmt(nm['ks'])} (5%: {nm['ks_crit_5pct']:.2g})\n{len(v) - len(inside)} outside",
+            transform=ax.transAxes, fontsize=7, va="top")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_yticks([])
+
+
+def draw(points: list, cfg, png: Path, examples: int) -> None:
+    coords = points[-1].stats["coordinates"]
+    b = int(cfg.batch)
+    width = 3.3 * max(len(coords), 2 * len(points), 4)
+    fig = plt.figure(figsize=(width, 11), layout="constrained")
+    top, mid, bot = fig.subfigures(3, 1, height_ratios=[1.15, 1, 1])
+    top.suptitle("Fig. 2(a): Theorem 3's per-parameter bound (it needs B << pi sigma_i^2/(2 mu_i^2) for every i)",
+                 fontsize=10)
+    axes = top.subplots(1, len(points), squeeze=False)[0]
+    for ax, p in zip(axes, points):
+        s = p.stats
+        r = s["_ratio"]
+        r = np.log10(r[np.isfinite(r) & (r > 0)])
+        ax.hist(r, bins=80, color="0.6")
+        ax.set_yscale("log")
+        for key, label, color in MARKS:
+            v = s["ratio"][key]
+            if v is not None and v > 0:
+                ax.axvline(math.log10(v), color=color, lw=1.4, label=f"{label}: {v:.3g}")
+        ax.axvline(math.log10(b), color="k", ls=":", lw=1.4, label=f"trained B = {b}")
+        ax.axvline(math.log10(s["noise_floor"]), color="tab:purple", ls="--", lw=1.2,
+                   label=f"pi N/2 = {s['noise_floor']:.3g}\n(a zero mean lands here)")
+        ax.set_xlabel(r"$\log_{10}\ \pi\sigma_i^2 / (2\mu_i^2)$")
+        ax.set_ylabel("parameters")
+        ax.set_title(f"step {p.step}: loss {p.sample_loss:.3f}, B_simple = {_fmt(s['b_simple'])}\n"
+                     f"{s['n_params']} params, N = {s['n_examples']}, {s['n_dead']} with no gradient", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    mid.suptitle(f"Fig. 8: per-example gradient of chosen coordinates at step {points[-1].step}, with the fitted "
+                 f"Gaussian", fontsize=10)
+    bot.suptitle(f"the same coordinates: means of B = {b} examples (a minibatch gradient, Theorem 2's G_est,i)",
+                 fontsize=10)
+    for ax, c in zip(mid.subplots(1, len(coords), squeeze=False)[0], coords):
+        _gauss_panel(ax, c["_values"], c["normality"],
+                     f"{c['name']} ({c['kind']})\nmu {c['mu']:.2g}, sigma {c['sigma']:.2g}, ratio {_fmt(c['ratio'])}",
+                     "per-example gradient")
+    for ax, c in zip(bot.subplots(1, len(coords), squeeze=False)[0], coords):
+        if c.get("normality_batch_mean"):
+            _gauss_panel(ax, c["_batch_means"], c["normality_batch_mean"], c["name"], f"mean of {b} examples")
+        else:
+            ax.set_axis_off()
+    fig.suptitle(f"{cfg.task.name} / {cfg.model.name} / {cfg.optimizer.name}, B = {b}, lr = {cfg.optimizer.lr:g}, "
+                 f"seed {cfg.seed}; N = {examples} training examples", fontsize=11)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def payload(points: list, cfg, command: str, seconds: float) -> dict:
+    def clean(d: dict) -> dict:
+        return {k: v for k, v in d.items() if not k.startswith("_")}
+
+    return {
+        "figure": f"{NAME}.png", "command": command, "wall_s": round(seconds, 2),
+        "point": {"task": cfg.task.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
+                  "batch": int(cfg.batch), "lr": float(cfg.optimizer.lr), "seed": int(cfg.seed)},
+        "notes": ["ratio: plug-in pi sigma^2/(2 mu_hat^2); ratio_corrected uses mu_hat^2 - sigma^2/N (inf where <= 0)",
+                  "noise_floor = pi N/2: the plug-in ratio of a coordinate whose true mean is 0",
+                  "b_simple: tr(Sigma)/(|mu_hat|^2 - tr(Sigma)/N), unbiased; b_simple_plugin: tr(Sigma)/|mu_hat|^2",
+                  "normality: per-example values; *_at_batch: its CLT scaling to a mean of B examples",
+                  "normality_batch_mean: measured on 4096 means of B examples drawn without replacement from the N "
+                  "(resampled from N, so the draws overlap: its KS 5% value is only a guide)"],
+        "checkpoints": [{"step": p.step, "train_loss": p.train_loss, "sample_loss": p.sample_loss,
+                         **clean({**p.stats, "coordinates": [clean(c) for c in p.stats["coordinates"]]})}
+                        for p in points],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("overrides", nargs="*", help="config overrides, key=value (Hydra syntax)")
+    ap.add_argument("--steps", default="0,300", help="checkpoint steps, comma separated (0: the initial weights)")
+    ap.add_argument("--examples", type=int, default=1024, help="training examples per checkpoint (N)")
+    ap.add_argument("--chunk", type=int, default=256, help="examples per vmap call (bounds memory)")
+    ap.add_argument("--top", type=int, default=3, help="Fig. 8 coordinates with the largest |mu|")
+    ap.add_argument("--random", type=int, default=3, help="Fig. 8 coordinates drawn at random")
+    ap.add_argument("--sample-seed", type=int, default=12345, help="draws the N examples")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default reports/figures)")
+    args = ap.parse_intermixed_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        ap.error(f"overrides must be key=value, got {bad}")
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--steps must be integers separated by commas, got {args.steps!r}")
+    cfg = compose(overrides_with_defaults(args.overrides))
+    command = " ".join(["python reports/fig2a_fig8_gradients.py", *(sys.argv[1:] if argv is None else argv)])
+    t0 = time.perf_counter()
+    points = diagnostics.run(cfg, steps, args.examples, args.chunk, args.sample_seed, args.top, args.random)
+    seconds = time.perf_counter() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{NAME}.png"
+    draw(points, cfg, png, args.examples)
+    png.with_suffix(".json").write_text(json.dumps(payload(points, cfg, command, seconds), indent=1))
+    print(f"{seconds:.1f} s\nfigure: {png}\nnumbers: {png.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
