@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from torch.func import functional_call, grad, vmap
 
 from surge_repro.config import build, validate
-from surge_repro.train import setup, train_step
+from surge_repro.train import build_point, probe_loss, setup, train_step
 
 QUANTILES = (0.01, 0.05, 0.5)  # with the minimum: the paper's "bound" is a low quantile of the histogram
 
@@ -243,11 +243,8 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
     if examples < 2:
         raise ValueError(f"examples must be >= 2 (a variance needs two), got {examples}")
     device, task = setup(cfg, build(cfg.task))
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.model).to(device)
+    model, optimizer, scheduler = build_point(cfg, device)
     _check_model(model)
-    optimizer = build(cfg.optimizer)(model.parameters())
-    scheduler = build(cfg.lr.scheduler)(optimizer) if cfg.lr.get("scheduler") else None
     inputs, labels = task.probe(examples, sample_seed)
     if len(labels) < examples:
         log(f"the task has only {len(labels)} training examples; using all of them")
@@ -260,9 +257,7 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
             step += 1
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training diverged at step {step} (loss {loss}); lower optimizer.lr")
-        with torch.no_grad():
-            sample_loss = float(sum(task.loss(model, (inputs[i:i + chunk], labels[i:i + chunk])).item()
-                                    * len(labels[i:i + chunk]) for i in range(0, len(labels), chunk)) / len(labels))
+        sample_loss = probe_loss(lambda batch: task.loss(model, batch), (inputs, labels), chunk)
         stats = measure(model, task, inputs, labels, chunk, n_top, n_random, seed=sample_seed + step)
         b = int(cfg.batch)
         for c in stats["coordinates"]:

@@ -232,13 +232,19 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, names: list[str], sta
     optimizer.load_state_dict(full)
 
 
-def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None = None) -> dict:
-    """Train one point from its start, or from ``state`` (its checkpoint), to its end; write its summary."""
-    device, task = setup(cfg, task)
+def build_point(cfg: DictConfig, device: torch.device):
+    """The point's model (initialised from its seed), optimizer and LR scheduler (None for a constant LR)."""
     torch.manual_seed(cfg.seed)  # the seed sets the initial weights; the task draws the data order from it too
     model = build(cfg.model).to(device)
     optimizer = build(cfg.optimizer)(model.parameters())
     scheduler = build(cfg.lr.scheduler)(optimizer) if cfg.lr.get("scheduler") else None
+    return model, optimizer, scheduler
+
+
+def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None = None) -> dict:
+    """Train one point from its start, or from ``state`` (its checkpoint), to its end; write its summary."""
+    device, task = setup(cfg, task)
+    model, optimizer, scheduler = build_point(cfg, device)
     probe_batch = task.probe(cfg.protocol.probe.size, cfg.protocol.probe.seed)
     names = [name for name, _ in model.named_parameters()]
 
