@@ -20,6 +20,9 @@ The paper gives no estimator of "the training loss" (only that targets hold to +
   descent predicts to it as it nears. S overshoots the crossing by at most the last gap, and a few dozen probes per
   run cost a few percent of its steps.
 - Once a target is crossed its K steps always run, even past the step cap, so a crossing never lacks its drop.
+- A target at or above the initial loss is reached before training, at S = 0 (E = 0), and its K steps are the run's
+  first: the one-step theory's own setting (Lemma 1, Theorem 2: one update from a given state), which the
+  ground-truth workload uses (``surge_repro.tasks.quadratic``). Eq 22 ignores S = 0 (1/S is infinite there).
 - ``windows`` > 1 measures W consecutive K-step windows after each crossing (probes at S + K, ..., S + WK). The
   first window's drop stays the paper's measure; ``loss_drop_mean``, the mean drop per window, is the alternative
   criterion of ``fit`` (``drop_mean``): W windows of signal against the noise of two probes and one path.
@@ -59,6 +62,12 @@ class TargetRecord:
     estimate_after_k: float | None = None
     window_losses: list[float] = field(default_factory=list)  # probe loss at S + K, S + 2K, ... (``windows`` of them)
     loss_drop_mean: float | None = None  # mean drop per window over all windows: (loss at S - at S + WK) / W
+    # McCandlish's B_simple at S and its parts (``surge_repro.noise_scale``), set by the training loop, which sees
+    # the gradients: the tracker never does
+    b_simple: float | None = None
+    noise_trace: float | None = None
+    grad_sq: float | None = None
+    noise_measurements: int = 0
 
     @property
     def reached(self) -> bool:
@@ -109,6 +118,7 @@ class TargetTracker:
         self._gap = self._min_gap
         self._next_probe = self._min_gap
         self._best = (self.initial_loss, 0)  # lowest probe loss so far, and the examples seen when it came
+        self.start_events = [self._cross(0, self.initial_loss, t) for t in self.targets if self.initial_loss <= t]
 
     @property
     def finished(self) -> bool:
@@ -150,10 +160,7 @@ class TargetTracker:
                     events.append({"event": "after_k", "step": step, "window": len(rec.window_losses), **vars(rec)})
             for target, rec in self.records.items():
                 if not rec.reached and value <= target:
-                    rec.steps, rec.examples = step, step * self.batch_size
-                    rec.probe_loss, rec.estimate = value, self.estimate
-                    self._windows[target] = [step + w * self.k for w in range(1, self.windows + 1)]
-                    events.append({"event": "target", "step": step, **vars(rec)})
+                    events.append(self._cross(step, value, target))
             if value < self._best[0] * (1 - 1e-3):
                 self._best = (value, step * self.batch_size)
             if step >= self._next_probe:
@@ -168,6 +175,14 @@ class TargetTracker:
             reason = f"no new best loss in {self.patience} examples" if stalled else "step or example cap"
             events.append({"event": "capped", "step": step, "reason": reason, "targets_not_reached": missing})
         return events
+
+    def _cross(self, step: int, value: float, target: float) -> dict:
+        """Record ``target`` as reached at ``step`` with probe loss ``value`` and open its drop windows."""
+        rec = self.records[target]
+        rec.steps, rec.examples = step, step * self.batch_size
+        rec.probe_loss, rec.estimate = value, self.estimate if step else None  # no minibatch seen at step 0
+        self._windows[target] = [step + w * self.k for w in range(1, self.windows + 1)]
+        return {"event": "target", "step": step, **vars(rec)}
 
     def _schedule(self, step: int, value: float) -> None:
         """Pick the next probe. The gap doubles from ``probe.min_gap`` up to ``probe.every`` while the loss is far

@@ -42,6 +42,20 @@ def test_crossing_is_the_first_step_at_or_below_target_and_drop_spans_k_steps():
     assert probed[-1] == 110  # the run stops once the last window closes
 
 
+def test_a_target_the_initial_loss_already_meets_is_reached_at_step_zero():
+    # the one-step theory's setting: the K steps start from the initial state (the ground-truth workload)
+    losses = linear(2.0, 0.01, 400)
+    t = TargetTracker(targets=[2.0, 1.5], k=1, batch_size=4, initial_loss=2.0, probe_every=64, probe_min_gap=4)
+    assert [e["event"] for e in t.start_events] == ["target"] and t.start_events[0]["steps"] == 0
+    events, probed = drive(t, losses)
+    top = t.records[2.0]
+    assert (top.steps, top.examples, top.estimate) == (0, 0, None)
+    assert top.probe_loss == 2.0 and top.loss_drop == pytest.approx(0.01)  # the first step's drop: 2 -> 1.99
+    assert 1 in probed and t.records[1.5].steps == 50 and t.status == DONE
+    below = TargetTracker(targets=[1.5], k=1, batch_size=4, initial_loss=2.0)
+    assert below.start_events == [] and not below.records[1.5].reached
+
+
 def test_targets_are_measured_on_the_probe_not_on_noisy_minibatch_losses():
     n = 300
     probe = linear(2.0, 0.01, n)
