@@ -10,14 +10,19 @@ examples (``surge_repro.diagnostics``). Draws:
 - middle row, Fig. 8: at the last checkpoint, the per-example gradient of a few coordinates (largest |mu|, random)
   with the fitted Gaussian, and their skewness, excess kurtosis and KS distance (Lilliefors' 5% value beside it);
 - bottom row: the same coordinates as means of B examples (resampled from the N), the minibatch gradient that
-  Theorem 2 models as Gaussian.
+  Theorem 2 models as Gaussian;
+- in each top panel's title, Eq 14's B_noise (also drawn as a line: Theorem 3's peak, B_peak = B_noise, Eq 15) with
+  its about-95% interval and the HVPs it took, beside B_simple; Eq 16's eps_max and McCandlish's Eq 1 eps_max and
+  B_noise below it (``surge_repro.diagnostics``: Hessian-vector products, Hutchinson's diagonal; ``--hessian-probes
+  0`` skips them).
 
 Config overrides are Hydra's ``key=value`` (passed to ``surge_repro.config.compose``); options are argparse's::
 
     python reports/fig2a_fig8_gradients.py task=fashion_mnist model=cnn5 batch=8 optimizer.lr=1e-3 --steps 0,300
     python reports/fig2a_fig8_gradients.py paths.data=/work/main/data --steps 0,200,1000 --examples 2048
 
-Writes reports/figures/fig2a_fig8_gradients.png and .json (quantiles, B_simple and normality per checkpoint).
+Writes reports/figures/fig2a_fig8_gradients.png and .json (quantiles, B_simple, normality and the Eq 14 / 16 / 1
+values with their intervals per checkpoint).
 """
 
 from __future__ import annotations
@@ -76,6 +81,17 @@ def _gauss_panel(ax, v, nm, title: str, xlabel: str) -> None:
     ax.set_yticks([])
 
 
+def hessian_lines(s: dict) -> str:
+    """The Eq 14 / 16 / 1 lines of a checkpoint's title (B_simple alone without them)."""
+    h = s.get("hessian")
+    if not h:
+        return f"B_simple = {_fmt(s['b_simple'])}"
+    text = diagnostics.interval_text
+    return (f"Eq 14 B_noise = {text(h['b_noise'])} ({h['n_hvp']} HVPs), B_simple = {_fmt(s['b_simple'])}\n"
+            f"Eq 16 eps_max = {text(h['eps_max'])}; Eq 1 (SGD): B_noise = {text(h['b_noise_sgd'])}, "
+            f"eps_max = {text(h['eps_max_sgd'])}")
+
+
 def draw(points: list, cfg, png: Path, examples: int) -> None:
     coords = points[-1].stats["coordinates"]
     b = int(cfg.batch)
@@ -98,10 +114,14 @@ def draw(points: list, cfg, png: Path, examples: int) -> None:
         ax.axvline(math.log10(b), color="k", ls=":", lw=1.4, label=f"trained B = {b}")
         ax.axvline(math.log10(s["noise_floor"]), color="tab:purple", ls="--", lw=1.2,
                    label=f"pi N/2 = {s['noise_floor']:.3g}\n(a zero mean lands here)")
+        h = s.get("hessian")
+        b14 = h["b_noise"]["value"] if h else None
+        if b14 is not None and b14 > 0:
+            ax.axvline(math.log10(b14), color="tab:blue", ls="-.", lw=1.4, label=f"Eq 14 B_noise = {b14:.3g}")
         ax.set_xlabel(r"$\log_{10}\ \pi\sigma_i^2 / (2\mu_i^2)$")
         ax.set_ylabel("parameters")
-        ax.set_title(f"step {p.step}: loss {p.sample_loss:.3f}, B_simple = {_fmt(s['b_simple'])}\n"
-                     f"{s['n_params']} params, N = {s['n_examples']}, {s['n_dead']} with no gradient", fontsize=9)
+        ax.set_title(f"step {p.step}: loss {p.sample_loss:.3f}, {s['n_params']} params, N = {s['n_examples']}, "
+                     f"{s['n_dead']} with no gradient\n" + hessian_lines(s), fontsize=9)
         ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
     mid.suptitle(f"Fig. 8: per-example gradient of chosen coordinates at step {points[-1].step}, with the fitted "
                  f"Gaussian", fontsize=10)
@@ -122,7 +142,8 @@ def draw(points: list, cfg, png: Path, examples: int) -> None:
     plt.close(fig)
 
 
-def payload(points: list, cfg, command: str, seconds: float) -> dict:
+def payload(points: list, cfg, command: str, seconds: float, hessian_probes: int = 0,
+            hessian_groups: int = 0) -> dict:
     def clean(d: dict) -> dict:
         return {k: v for k, v in d.items() if not k.startswith("_")}
 
@@ -130,12 +151,19 @@ def payload(points: list, cfg, command: str, seconds: float) -> dict:
         "figure": f"{NAME}.png", "command": command, "wall_s": round(seconds, 2),
         "point": {"task": cfg.task.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
                   "batch": int(cfg.batch), "lr": float(cfg.optimizer.lr), "seed": int(cfg.seed)},
+        "hessian_probes": hessian_probes, "hessian_groups": hessian_groups,
         "notes": ["ratio: plug-in pi sigma^2/(2 mu_hat^2); ratio_corrected uses mu_hat^2 - sigma^2/N (inf where <= 0)",
                   "noise_floor = pi N/2: the plug-in ratio of a coordinate whose true mean is 0",
                   "b_simple: tr(Sigma)/(|mu_hat|^2 - tr(Sigma)/N), unbiased; b_simple_plugin: tr(Sigma)/|mu_hat|^2",
                   "normality: per-example values; *_at_batch: its CLT scaling to a mean of B examples",
-                  "normality_batch_mean: measured on 4096 means of B examples drawn without replacement from the N "
-                  "(resampled from N, so the draws overlap: its KS 5% value is only a guide)"],
+                  ("normality_batch_mean: measured on 4096 means of B examples drawn without replacement from the N "
+                   "(resampled from N, so the draws overlap: its KS 5% value is only a guide)"),
+                  ("hessian (null if --hessian-probes 0): b_noise = Eq 14 with products of means from different "
+                   "example groups (unbiased in mu), b_noise_plugin = Eq 14 with mu_hat; eps_max = Eq 16; "
+                   "eps_max_sgd, b_noise_sgd = Eq 1 (full Sigma), b_noise_sgd_diag = Eq 1 with diagonal Sigma"),
+                  ("each {value, lo, hi}: Fieller ~95% interval over Hutchinson probes and example groups, null "
+                   "ends unbounded; rse_probes, rse_data: relative standard errors from each; "
+                   "terms: the sums they are built from (surge_repro/diagnostics.py docstring)")],
         "checkpoints": [{"step": p.step, "train_loss": p.train_loss, "sample_loss": p.sample_loss,
                          **clean({**p.stats, "coordinates": [clean(c) for c in p.stats["coordinates"]]})}
                         for p in points],
@@ -151,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=3, help="Fig. 8 coordinates with the largest |mu|")
     ap.add_argument("--random", type=int, default=3, help="Fig. 8 coordinates drawn at random")
     ap.add_argument("--sample-seed", type=int, default=12345, help="draws the N examples")
+    ap.add_argument("--hessian-probes", type=int, default=16,
+                    help="Hutchinson probes for Eq 14 / 16 / 1 (HVPs: this + 2 x groups); 0 skips the Hessian part")
+    ap.add_argument("--hessian-groups", type=int, default=8,
+                    help="example groups for the unbiased products of means and the sampling error (>= 3)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default reports/figures)")
     args = ap.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o]
@@ -163,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = compose(overrides_with_defaults(args.overrides))
     command = " ".join(["python reports/fig2a_fig8_gradients.py", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.perf_counter()
-    points = diagnostics.run(cfg, steps, args.examples, args.chunk, args.sample_seed, args.top, args.random)
+    points = diagnostics.run(cfg, steps, args.examples, args.chunk, args.sample_seed, args.top, args.random,
+                             hessian_probes=args.hessian_probes, hessian_groups=args.hessian_groups)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{NAME}.png"
     draw(points, cfg, png, args.examples)
-    png.with_suffix(".json").write_text(json.dumps(payload(points, cfg, command, seconds), indent=1))
+    data = payload(points, cfg, command, seconds, args.hessian_probes, args.hessian_groups)
+    png.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print(f"{seconds:.1f} s\nfigure: {png}\nnumbers: {png.with_suffix('.json')}")
     return 0
 

@@ -21,6 +21,42 @@ Estimation notes (they matter for reading the numbers):
   ``b_simple_plugin`` divides by |mu_hat|^2 instead (biased low). Both are in the task's batch units (examples).
 - The per-example gradients are of the training loss at the current parameters, one example at a time; models with
   BatchNorm are refused, since their per-example gradient depends on the rest of the batch.
+
+Eq 14's B_noise from measured quantities (``hessian_probes`` > 0, the default; 0 switches it off; the report's
+``--hessian-probes`` and ``--hessian-groups``). H is the Hessian of the mean training loss over the same N examples,
+used only through Hessian-vector products (``torch.func``: jvp of grad), 2 * ``hessian_groups`` +
+``hessian_probes`` of them per checkpoint (32 by default: about 4-6 s for the CNN at N = 1024 on 2 CPU cores,
+where the rest of ``measure`` takes 1-2 s):
+
+    B_noise (Eq 14) = pi tr(H) / (2 S),  S = sum_{i != j} r_i r_j H_ij = r^T H r - sum_i H_ii r_i^2,  r_i = mu_i/sigma_i
+    eps_max (Eq 16) = sqrt(B_noise / (2 pi)) sum_i mu_i^2/sigma_i / tr(H)
+    Eq 1 (SGD):       eps_max = |G|^2 / G^T H G,   B_noise = tr(H Sigma) / G^T H G
+
+- diag(H), for tr(H), sum_i H_ii r_i^2 and sum_i H_ii sigma_i^2, is Hutchinson's: d = z * Hz with Rademacher z,
+  E[d] = diag(H), averaged over ``hessian_probes`` probes.
+- r: the plug-in r_hat = mu_hat/sigma_hat carries the noise of every mean, N(0, C/N) with C the correlation matrix
+  of the per-example gradients, and S is quadratic in r, so the plug-in S is off by sum_{i != j} C_ij H_ij / N on
+  average (the diagonal terms, where this is worst, are already out of S). Coordinates whose mean is not resolved
+  (ratios near ``noise_floor``) are all noise and add to it. Its sign is that of the alignment of gradient noise and
+  curvature, positive for a loss whose noise covariance resembles its Hessian (cross-entropy: the Fisher), so there
+  the plug-in S is too large and the plug-in B_noise too small (12% at step 300 of the CNN run above). So the N
+  examples are cut into ``hessian_groups`` groups g with means m_g, and every product of two means uses two
+  different groups: E[m_g,i m_h,j] = mu_i mu_j for g != h, exactly, whatever the noise. That costs one HVP per group
+  for r and one for mu. Dropping the unresolved coordinates instead would bias S the other way by an unknown
+  amount. ``b_noise_plugin`` (the plain plug-in formula) is reported beside it. sigma_hat is from all N examples
+  and treated as exact (its error is second order), and so is H: it comes from the same examples, which leaves an
+  O(1/N) correlation of an example's gradient with its own curvature that the groups do not remove.
+- The groups also give tr(H Sigma) with the full Sigma, as Eq 1 defines it: sum_g n_g (m_g - mu_hat)^T H
+  (m_g - mu_hat) / (M - 1) is unbiased for it (a between-group estimate with M - 1 degrees of freedom);
+  ``b_noise_sgd_diag`` uses Theorem 2's diagonal Sigma, sum_i H_ii sigma_i^2, instead.
+- Uncertainty: each quantity is a ratio a / b (Eq 16's eps_max: its square) of two noisy estimates; tr(H), in
+  Eq 14's numerator, can be as unresolved as its denominator (at initialisation H is nearly traceless and
+  Hutchinson's error, sqrt(2 sum_{i != j} H_ij^2 / K), dwarfs it). The covariance of (a, b) is a jackknife over the
+  probes (Hutchinson) plus one over the groups (which examples were drawn), each widened to Student's t for its
+  degrees of freedom, and the interval is Fieller's, about 95% (less where b is barely resolved: 75-80% in a
+  simulation with 8 groups). lo/hi None: an unbounded end (b not resolved from 0). A negative value: that estimate of
+  the denominator is < 0 (the paper needs it > 0). ``rse_probes`` and ``rse_data`` are the relative standard
+  errors from each source (delta method): which of more probes or more examples would shrink the interval.
 """
 
 from __future__ import annotations
@@ -32,12 +68,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from surge_repro.config import build, validate
 from surge_repro.train import build_point, probe_loss, setup, train_step
 
 QUANTILES = (0.01, 0.05, 0.5)  # with the minimum: the paper's "bound" is a low quantile of the histogram
+Z95 = 1.959964  # two-sided 95% normal quantile for the Eq 14 intervals
 
 
 def _check_model(model: torch.nn.Module) -> None:
@@ -180,16 +217,232 @@ def choose_coordinates(mu: torch.Tensor, var: torch.Tensor, n_top: int, n_random
     return [{"index": i, "kind": "largest |mu|"} for i in top] + [{"index": i, "kind": "random"} for i in rand]
 
 
+def hessian_vector_products(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor,
+                            chunk: int = 256, block: int | None = None):
+    """Return hvp(V) -> H V for V a K x P tensor of vectors flattened like ``per_example_grads``, H the Hessian of
+    the mean training loss over (inputs, labels); float64 out. Forward-over-reverse (jvp of grad), ``block`` vectors
+    per vmap call (default: 2048 // chunk, so vectors x examples per call stays near 8 chunks' worth), summed over
+    chunks of examples weighted by their share (the task's loss is a mean over its batch)."""
+    block = block or max(1, min(64, 2048 // chunk))
+    _check_model(model)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    sizes = [params[n].numel() for n in names]
+    dtype = params[names[0]].dtype
+
+    def unflatten(v):
+        return {n: t.view(params[n].shape) for n, t in zip(names, v.split(sizes))}
+
+    def hvp(vectors: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(vectors.shape, dtype=torch.float64, device=vectors.device)
+        was_training = model.training
+        model.train()  # the loss per_example_grads differentiates
+        try:
+            for start in range(0, len(labels), chunk):
+                x, y = inputs[start:start + chunk], labels[start:start + chunk]
+
+                def chunk_grad(p, x=x, y=y):
+                    return grad(lambda q: task.loss(lambda inp: functional_call(model, (q, buffers), (inp,)),
+                                                    (x, y)))(p)
+
+                def one(v):
+                    hv = jvp(chunk_grad, (params,), (unflatten(v),))[1]
+                    return torch.cat([hv[n].reshape(-1) for n in names])
+
+                for b in range(0, len(vectors), block):
+                    out[b:b + block] += vmap(one)(vectors[b:b + block].to(dtype)).double() * (len(y) / len(labels))
+        finally:
+            model.train(was_training)
+        return out
+
+    return hvp
+
+
+def group_of(index: torch.Tensor, n: int, groups: int) -> torch.Tensor:
+    """The group of each example index: ``groups`` contiguous blocks of the N examples (a random draw already)."""
+    return index * groups // n
+
+
+def hessian_terms(hvp, means: torch.Tensor, counts: torch.Tensor, var: torch.Tensor, probes: int,
+                  seed: int = 0) -> dict:
+    """The small matrices every Eq 14, Eq 16 and Eq 1 estimate is built from (numpy float64), with 2M + K HVPs.
+
+    ``means``: M x P group means m_g of the per-example gradients; ``counts``: the M group sizes; ``var``: the P
+    unbiased variances over all N examples; ``hvp``: V x P -> H V. With r_g = m_g / sigma (0 where sigma = 0):
+    A_mu[g,h] = m_g^T H m_h, A_r[g,h] = r_g^T H r_h, A_g[g,h] = m_g^T m_h, A_e[g,h] = sum_i m_gi m_hi / sigma_i; per
+    Rademacher probe z_k, d_k = z_k * H z_k (Hutchinson, E[d_k] = diag H): T[k] = sum_i d_ki, D[k] = sum_i d_ki
+    sigma_i^2, Q[k,g,h] = sum_i d_ki r_gi r_hi."""
+    means, var = means.double(), var.double()
+    m = len(means)
+    sigma = var.sqrt()
+    inv = torch.where(sigma > 0, 1 / sigma.clamp_min(1e-300), torch.zeros_like(sigma))
+    r = means * inv
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.randint(0, 2, (probes, means.shape[1]), generator=gen, dtype=torch.float64) * 2 - 1).to(means.device)
+    h_m, h_r, h_z = hvp(torch.cat([means, r, z])).split([m, m, probes])
+    d = z * h_z
+
+    def sym(a):  # H is symmetric; float32 HVPs are not exactly
+        return ((a + a.T) / 2).cpu().numpy()
+
+    return {"counts": counts.double().cpu().numpy(), "n_hvp": 2 * m + probes,
+            "A_mu": sym(means @ h_m.T), "A_r": sym(r @ h_r.T), "A_g": sym(means @ means.T),
+            "A_e": sym((means * inv) @ means.T),
+            "T": d.sum(1).cpu().numpy(), "D": (d @ var).cpu().numpy(),
+            "Q": np.stack([sym((dk * r) @ r.T) for dk in d])}
+
+
+def _pairs(a: np.ndarray, n: np.ndarray) -> float:
+    """sum_{g != h} n_g n_h a_gh / sum_{g != h} n_g n_h: a product of two independent group means, unbiased."""
+    w = np.outer(n, n)
+    np.fill_diagonal(w, 0)
+    return float((w * a).sum() / w.sum())
+
+
+def _plugin(a: np.ndarray, n: np.ndarray) -> float:
+    """mu_hat^T A mu_hat, mu_hat the mean of all N: the plug-in, noise of the mean included."""
+    return float((np.outer(n, n) * a).sum() / n.sum() ** 2)
+
+
+def _between(a: np.ndarray, n: np.ndarray) -> float:
+    """sum_g n_g (m_g - mu_hat)^T H (m_g - mu_hat) / (M - 1): unbiased for tr(H Sigma)."""
+    return float(((n * np.diag(a)).sum() - _plugin(a, n) * n.sum()) / (len(n) - 1))
+
+
+def hessian_values(terms: dict, groups: np.ndarray, probes: np.ndarray) -> dict:
+    """The Eq 14, 16 and 1 terms from the groups and probes kept (index arrays; the jackknife leaves one out)."""
+    n = terms["counts"][groups]
+
+    def sub(a):
+        return a[np.ix_(groups, groups)]
+
+    q = sub(terms["Q"][probes].mean(0))
+    a_r = sub(terms["A_r"])
+    return {
+        "trace_h": float(terms["T"][probes].mean()),
+        "offdiag": _pairs(a_r - q, n),                   # S = sum_{i != j} r_i r_j H_ij, unbiased in r
+        "offdiag_plugin": _plugin(a_r - q, n),           # the same with r_hat
+        "r_h_r": _pairs(a_r, n),                         # r^T H r, unbiased in r, exact
+        "r_h_r_plugin": _plugin(a_r, n),                 # r_hat^T H r_hat, exact
+        "sum_mu2_over_sigma": _pairs(sub(terms["A_e"]), n),
+        "grad_norm2": _pairs(sub(terms["A_g"]), n),
+        "g_h_g": _pairs(sub(terms["A_mu"]), n),
+        "g_h_g_plugin": _plugin(sub(terms["A_mu"]), n),  # mu_hat^T H mu_hat, exact
+        "tr_h_sigma": _between(sub(terms["A_mu"]), n),
+        "tr_h_sigma_diag": float(terms["D"][probes].mean()),
+    }
+
+
+def _ratios(v: dict) -> dict:
+    """name -> (a, b): each quantity is a / b (Eq 16's eps_max: its square, Eq 41's form)."""
+    return {
+        "b_noise": (math.pi * v["trace_h"], 2 * v["offdiag"]),                        # Eq 14
+        "b_noise_plugin": (math.pi * v["trace_h"], 2 * v["offdiag_plugin"]),
+        "eps_max": (v["sum_mu2_over_sigma"] ** 2, 4 * v["trace_h"] * v["offdiag"]),    # Eq 16 = Eq 41, squared
+        "eps_max_sgd": (v["grad_norm2"], v["g_h_g"]),                                    # Eq 1
+        "b_noise_sgd": (v["tr_h_sigma"], v["g_h_g"]),
+        "b_noise_sgd_diag": (v["tr_h_sigma_diag"], v["g_h_g"]),
+    }
+
+
+def _jackknife_cov(pairs: list[tuple[float, float]]) -> np.ndarray:
+    """2 x 2 covariance of (a, b) from their leave-one-out values."""
+    x = np.asarray(pairs, np.float64)
+    d = x - x.mean(0)
+    return (len(x) - 1) / len(x) * d.T @ d
+
+
+def _rse(a: float, b: float, cov: np.ndarray) -> float | None:
+    """Relative standard error of a / b from the covariance of (a, b) (delta method)."""
+    if a * b == 0:
+        return None
+    return math.sqrt(max(cov[0, 0] / a ** 2 + cov[1, 1] / b ** 2 - 2 * cov[0, 1] / (a * b), 0.0))
+
+
+def t_quantile(dof: int, z: float = Z95) -> float:
+    """Student's t quantile matching the normal quantile z (Cornish-Fisher to 1/dof^3: within 1% for dof >= 3)."""
+    g1 = (z ** 3 + z) / 4
+    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+    return z + g1 / dof + g2 / dof ** 2 + g3 / dof ** 3
+
+
+def fieller(a: float, b: float, cov: np.ndarray, z: float = Z95) -> tuple[float | None, float | None]:
+    """Confidence set of a / b (Fieller 1954): the q with (a - q b)^2 <= z^2 var(a - q b), var from ``cov`` of
+    (a, b). Returns (lo, hi), None for an unbounded end: b not resolved from 0 leaves the side of a/b unbounded,
+    and neither a nor b resolved leaves every q."""
+    qa = b * b - z * z * cov[1, 1]
+    qb = a * b - z * z * cov[0, 1]
+    qc = a * a - z * z * cov[0, 0]
+    disc = qb * qb - qa * qc
+    if qa > 0:  # b resolved: a bounded interval around a / b
+        root = math.sqrt(max(disc, 0.0))
+        return (qb - root) / qa, (qb + root) / qa
+    if qa < 0 and disc > 0:  # two rays; keep the one with the estimate
+        r1, r2 = sorted(((qb - math.sqrt(disc)) / qa, (qb + math.sqrt(disc)) / qa))
+        return (r2, None) if b != 0 and a / b >= r2 else (None, r1)
+    return None, None
+
+
+def hessian_stats(terms: dict) -> dict:
+    """Eq 14's B_noise, Eq 16's eps_max and Eq 1's eps_max and B_noise, each {value, lo, hi, rse_probes, rse_data}
+    (about-95% Fieller interval, module docstring), and the terms they come from."""
+    groups, probes = np.arange(len(terms["counts"])), np.arange(len(terms["T"]))
+    values = hessian_values(terms, groups, probes)
+    by_probe = [_ratios(hessian_values(terms, groups, np.delete(probes, k))) for k in probes]
+    by_group = [_ratios(hessian_values(terms, np.delete(groups, g), probes)) for g in groups]
+    out = {"n_hvp": terms["n_hvp"], "n_probes": len(probes), "n_groups": len(groups), "terms": values}
+    for name, (a, b) in _ratios(values).items():
+        cov_p = _jackknife_cov([j[name] for j in by_probe])
+        cov_d = _jackknife_cov([j[name] for j in by_group])
+        # the two sources are independent: their covariances add, each widened from z to Student's t for its
+        # jackknife's degrees of freedom (M - 1 groups is few: with z, a nominal 95% covers about 90%)
+        wide = cov_p * (t_quantile(len(probes) - 1) / Z95) ** 2 + cov_d * (t_quantile(len(groups) - 1) / Z95) ** 2
+        lo, hi = fieller(a, b, wide)
+        q = a / b if b != 0 else None
+        rp, rd = _rse(a, b, cov_p), _rse(a, b, cov_d)
+        if name == "eps_max":  # the ratio is eps_max^2: its interval maps through sqrt, its relative error halves
+            q = math.sqrt(q) if q is not None and q > 0 else None
+            lo = math.sqrt(max(lo, 0.0)) if lo is not None else 0.0
+            hi = None if hi is None else math.sqrt(max(hi, 0.0))
+            rp, rd = (x / 2 if x is not None else None for x in (rp, rd))
+        out[name] = {"value": q, "lo": lo, "hi": hi, "rse_probes": rp, "rse_data": rd}
+    return out
+
+
 def measure(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor, chunk: int = 256,
-            n_top: int = 3, n_random: int = 3, seed: int = 0) -> dict:
+            n_top: int = 3, n_random: int = 3, seed: int = 0, hessian_probes: int = 16,
+            hessian_groups: int = 8) -> dict:
     """All diagnostics at the model's current parameters over the examples (inputs, labels). Two passes over the
     per-example gradients: the first for the moments, the second for the values of the coordinates the first one
-    picks (keeping the whole N x P matrix instead would cost N x P floats: 250 MB for the CNN at N = 1024)."""
+    picks (keeping the whole N x P matrix instead would cost N x P floats: 250 MB for the CNN at N = 1024).
+    ``hessian_probes`` > 0 adds ``stats["hessian"]`` (``hessian_stats``: Eq 14, 16 and 1, with
+    2 * ``hessian_groups`` + ``hessian_probes`` HVPs); 0 leaves it None."""
+    n = len(labels)
+    if hessian_probes and not (hessian_probes >= 2 and 3 <= hessian_groups <= n):
+        raise ValueError(f"hessian_probes must be 0 or >= 2 and hessian_groups in [3, N = {n}] (the jackknife "
+                         f"leaves one out), got {hessian_probes} and {hessian_groups}")
     t0 = time.perf_counter()
     mom = Moments()
-    for _, g in per_example_grads(model, task, inputs, labels, chunk):
+    sums = counts = None
+    for start, g in per_example_grads(model, task, inputs, labels, chunk):
         mom.add(g)
+        if hessian_probes:
+            if sums is None:
+                sums = torch.zeros(hessian_groups, g.shape[1], dtype=torch.float64, device=g.device)
+                counts = torch.zeros(hessian_groups, dtype=torch.float64, device=g.device)
+            gid = group_of(torch.arange(start, start + len(g), device=g.device), n, hessian_groups)
+            sums.index_add_(0, gid, g.double())
+            counts.index_add_(0, gid, torch.ones(len(g), dtype=torch.float64, device=g.device))
     stats = gradient_stats(mom.mean, mom.var, mom.n)
+    stats["hessian"] = None
+    if hessian_probes:
+        t1 = time.perf_counter()
+        terms = hessian_terms(hessian_vector_products(model, task, inputs, labels, chunk),
+                              sums / counts[:, None], counts, mom.var, hessian_probes, seed)
+        stats["hessian"] = hessian_stats(terms)
+        stats["hessian"]["seconds"] = time.perf_counter() - t1
     coords = choose_coordinates(mom.mean, mom.var, n_top, n_random, seed)
     idx = torch.tensor([c["index"] for c in coords], device=mom.mean.device, dtype=torch.long)
     values = torch.cat([g[:, idx].double() for _, g in per_example_grads(model, task, inputs, labels, chunk)])
@@ -220,6 +473,13 @@ def _g(x) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
+def interval_text(q: dict) -> str:
+    """'value [lo, hi]' of a ``hessian_stats`` quantity (None ends print as -inf and inf)."""
+    lo = "-inf" if q["lo"] is None else f"{q['lo']:.3g}"
+    hi = "inf" if q["hi"] is None else f"{q['hi']:.3g}"
+    return f"{_g(q['value'])} [{lo}, {hi}]"
+
+
 @dataclass
 class Checkpoint:
     step: int
@@ -229,15 +489,17 @@ class Checkpoint:
 
 
 def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, sample_seed: int = 12345,
-        n_top: int = 3, n_random: int = 3, log=print) -> list[Checkpoint]:
-    """Train the point of ``cfg`` to each of ``steps`` (sorted; 0 is the initial weights) and measure there.
+        n_top: int = 3, n_random: int = 3, log=print, hessian_probes: int = 16,
+        hessian_groups: int = 8) -> list[Checkpoint]:
+    """Train the point of ``cfg`` to each of ``steps`` (sorted; 0 is the initial weights) and measure there
+    (``measure``; ``hessian_probes=0`` skips the Hessian part).
 
     The model, optimizer, scheduler and data order are built as ``train._train`` builds them (same seed, same
     batches), so the checkpoints lie on the trajectory of the stored run of this point. The ``examples`` training
     examples are drawn once from ``sample_seed`` and shared by all checkpoints.
     """
     validate(cfg)
-    steps = sorted(set(int(s) for s in steps))
+    steps = sorted({int(s) for s in steps})
     if not steps or steps[0] < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if examples < 2:
@@ -258,7 +520,8 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training diverged at step {step} (loss {loss}); lower optimizer.lr")
         sample_loss = probe_loss(lambda batch: task.loss(model, batch), (inputs, labels), chunk)
-        stats = measure(model, task, inputs, labels, chunk, n_top, n_random, seed=sample_seed + step)
+        stats = measure(model, task, inputs, labels, chunk, n_top, n_random, seed=sample_seed + step,
+                        hessian_probes=hessian_probes, hessian_groups=hessian_groups)
         b = int(cfg.batch)
         for c in stats["coordinates"]:
             # Theorem 2 models the minibatch mean of B examples: by the CLT its skewness shrinks as 1/sqrt(B) and
@@ -279,4 +542,9 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
         log(f"step {step}: loss {sample_loss:.4f}; pi sigma^2/(2 mu^2): min {_g(r['min'])}, 1% {_g(r['q01'])}, "
             f"5% {_g(r['q05'])}, median {_g(r['q50'])}; B_simple {_g(stats['b_simple'])}; "
             f"{stats['seconds']:.1f} s measuring, {time.perf_counter() - t0:.1f} s in all")
+        if stats["hessian"]:
+            h = stats["hessian"]
+            log(f"  Eq 14 B_noise {interval_text(h['b_noise'])} (plug-in {_g(h['b_noise_plugin']['value'])}), "
+                f"Eq 16 eps_max {interval_text(h['eps_max'])}; Eq 1: B_noise {interval_text(h['b_noise_sgd'])}, "
+                f"eps_max {interval_text(h['eps_max_sgd'])}; {h['n_hvp']} HVPs, {h['seconds']:.1f} s")
     return out
