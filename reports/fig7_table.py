@@ -8,10 +8,10 @@ paper does not say how its authors read DeepSeek's figures (``../shared/paper.md
 
 The pipeline is the store grids' (``surge_repro.fit``): the optimal LR of each B is the argmin of the loss over the
 LRs (``fit.optimal_lr`` on minus the loss), flagged "on the edge" when it sits on the first or last LR measured at
-that B (the optimum may lie beyond); eps_max of each law is Eq 23 / Eq 24 (``fit.fit_eps_max``). A table has no
-steps-to-target, so B_noise cannot come from Eq 22 as in the store's grids: here it is the value that, with its Eq 23
-eps_max, minimises the squared error of log(optimal LR), searched over a fine geometric grid (``fit_law``); each
-law gets its own B_noise. The fit uses the optima that are not on the edge when at least 3 are, else all of them.
+that B (the optimum may lie beyond). A table has no steps-to-target, so B_noise cannot come from Eq 22 as in the
+store's grids: each law is fitted to the optima with B_noise free (``fit.fit_curve``, as every report also does:
+least squares in log LR); each law gets its own B_noise and eps_max. The fit uses the optima that are not on the
+edge when at least 3 are, else all of them.
 
 Panels: (left) the loss over (B, LR) as a heatmap (lower is better) with the optimal LR per B, the three fitted laws
 and B_noise; (right) the optimal LR against B with the same fits, and their residuals.
@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from surge_repro.fit import fit_eps_max, optimal_lr  # noqa: E402
+from surge_repro.fit import fit_curve, optimal_lr  # noqa: E402
 from surge_repro.plots import LAW_STYLE, _edges, _is_geometric, fmt_b  # noqa: E402
 from surge_repro.report import plain  # noqa: E402
 from surge_repro.theory import LAWS  # noqa: E402
@@ -90,30 +90,17 @@ def optima(table: pd.DataFrame) -> dict:
 
 
 def fit_law(batch_sizes, lr_opt, law: str) -> dict:
-    """B_noise and eps_max of one law from optimal LRs alone: for each B_noise on a geometric grid from 1/100 of the
-    smallest B to 100 times the largest, eps_max by Eq 23/24 (``fit.fit_eps_max``); the B_noise with the smallest
-    squared error of log LR wins, then a finer grid around it. rmse_log is that error's root mean square (natural
-    log: 0.1 is about 10%). ``at_bound``: B_noise sits at the end of the searched range (not determined by the data:
-    for Eq 1 this means the optima do not saturate within the table)."""
+    """B_noise and eps_max of one law from optimal LRs alone (``fit.fit_curve``: least squares in log LR, B_noise
+    searched from 1/100 of the smallest B to 100 times the largest). rmse_log is the fit's root mean square error in
+    natural log (0.1 is about 10%). ``at_bound``: B_noise sits at the end of the searched range (not determined by
+    the data: for Eq 1 this means the optima do not saturate within the table)."""
     b, lr = np.asarray(batch_sizes, float), np.asarray(lr_opt, float)
     ok = np.isfinite(lr)
     b, lr = b[ok], lr[ok]
-    fn = LAWS[law][1]
-    lo, hi = b.min() / 100, b.max() * 100
-
-    def sse(bn):
-        eps = fit_eps_max(b, lr, bn, law)
-        return float(np.sum(np.log(lr / fn(b, eps, bn)) ** 2)), eps
-
-    cand = np.geomspace(lo, hi, 400)
-    errs = [sse(c)[0] for c in cand]
-    i = int(np.argmin(errs))
-    fine = np.geomspace(cand[max(i - 1, 0)], cand[min(i + 1, len(cand) - 1)], 200)
-    errs_f = [sse(c)[0] for c in fine]
-    b_noise = float(fine[int(np.argmin(errs_f))])
-    err, eps = sse(b_noise)
+    eps, b_noise, edge = (float(v[0]) for v in fit_curve(b, lr, law, n_grid=8001, keep_edge=True))
+    err = float(np.sum(np.log(lr / LAWS[law][1](b, eps, b_noise)) ** 2))
     return {"b_noise": b_noise, "eps_max": eps, "rmse_log": math.sqrt(err / len(b)), "n": int(len(b)),
-            "at_bound": bool(i in (0, len(cand) - 1))}
+            "at_bound": bool(edge)}
 
 
 def analyse(table: pd.DataFrame) -> dict:
@@ -200,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_unit": args.unit,
         "loss_means": "a final/generalisation loss, lower is better (not the store grids' loss drop)",
         "optimal_lr_means": "argmin over the table's LRs of the mean loss at each batch size (fit.optimal_lr)",
-        "b_noise_means": "per law, the B_noise that with its Eq 23/24 eps_max minimises the squared log-LR error "
+        "b_noise_means": "per law, the (B_noise, eps_max) that minimise the squared log-LR error (fit.fit_curve) "
                          "(no Eq 22: a table has no steps to target)",
         "batch_sizes": a["batch_sizes"], "lrs": a["lrs"], "lr_opt": a["lr_opt"], "on_edge": a["on_edge"],
         "used_in_fit": a["used_in_fit"], "loss_at_opt": a["loss_at_opt"],

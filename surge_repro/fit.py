@@ -12,8 +12,14 @@ For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
    1/E whose slope is -B_noise and intercept 1/S_min (``fit_b_noise``).
 3. eps_max of each law by Eq 23 / Eq 24: the mean over the grid's batch sizes of eps_opt(B) divided by the law's shape
    at the fitted B_noise (``fit_eps_max``). B_noise is shared; only eps_max differs between the three curves.
+4. Not in the paper: each law fitted to the optimal LRs alone, B_noise free (``fit_curve``: least squares in log LR).
+   Eq 2's B_noise is then the peak the curve's shape implies, Eq 1's the knee: a B_noise that needs no S-E
+   trade-off, so it exists where Eq 22 has none (the ground truth, whose runs start at the target: S = 0), and
+   a check on Eq 22 where both exist (Theorem 5 says they are the same number).
+5. Not in the paper: McCandlish's B_simple, measured during training (``surge_repro.noise_scale``) and recorded at
+   each crossing: the median over the target's runs, its interval from the same bootstrap over seeds.
 
-``fit_target`` does all three on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
+``fit_target`` does all of it on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
 paper's rounds) with replacement, the same seeds for every cell, which keeps the pairing of a seed's runs across the
 grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. Everything comes back with its n, and with
 the bootstrap distribution of each optimum: ``identify`` turns it into verdicts (resolved, on the edge, not
@@ -54,6 +60,7 @@ class Grid:
     n_runs: int
     drop_mean: np.ndarray | None = None  # mean drop per window (protocol.windows); as drop for one window
     present: np.ndarray | None = None  # True where the run exists (it may not have reached the target)
+    b_simple: np.ndarray | None = None  # McCandlish's B_simple measured at the crossing (NaN: not measured)
 
     def score(self, criterion: str) -> np.ndarray:
         """What the optimal LR maximises, per run (NaN where a run is missing)."""
@@ -83,7 +90,10 @@ class Grid:
         present[b_i, l_i, s_i] = True
         mean_col = rows["loss_drop_mean"] if "loss_drop_mean" in rows else rows["loss_drop_after_k"]
         drop_mean[b_i, l_i, s_i] = mean_col.to_numpy(float)
-        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows), drop_mean, present)
+        b_simple = np.full(shape, np.nan)
+        if "b_simple" in rows:
+            b_simple[b_i, l_i, s_i] = rows["b_simple"].to_numpy(float)
+        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows), drop_mean, present, b_simple)
 
 
 def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
@@ -129,6 +139,37 @@ def fit_eps_max(batch_sizes, lr_opt, b_noise: float, law: str) -> float:
     return float(np.mean(lr[ok] / law_shape(law, b[ok], b_noise)))
 
 
+CURVE_LAWS = ("adam", "sgd_alpha1")  # the laws ``fit_curve`` fits with B_noise free: Eq 2 and Eq 1
+_CURVE_SPAN = 100.0  # B_noise is searched from B_min / span to B_max * span; a best value on that edge is no fit
+
+
+def fit_curve(batch_sizes, lr_opt, law: str, n_grid: int = 2001,
+              keep_edge: bool = False) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The law's (eps_max, B_noise) that fit the optimal LRs best in log LR, B_noise free; ``lr_opt`` may be one
+    curve (n_B,) or replicates (n_rep, n_B), NaN where a batch size has no optimum. For each B_noise the best
+    eps_max is closed-form (the geometric mean of eps_opt / shape), so B_noise is a 1-D search on a log grid
+    (1% apart at the default size) over B_min / 100 .. B_max * 100. NaN where fewer than 3 batch sizes have an
+    optimum, or where the best B_noise is the search's edge: the curve has no peak (Eq 2) or knee (Eq 1) there.
+    ``keep_edge``: keep the edge's values and return a third array, True where B_noise sits on the edge."""
+    b = np.asarray(batch_sizes, float)
+    lr = np.atleast_2d(np.asarray(lr_opt, float))
+    grid = np.geomspace(b.min() / _CURVE_SPAN, b.max() * _CURVE_SPAN, n_grid)
+    log_shape = np.log(np.stack([law_shape(law, b, g) for g in grid]))  # (grid, B)
+    ok = np.isfinite(lr) & (lr > 0)
+    y = np.where(ok, np.log(np.where(ok, lr, 1.0)), 0.0)  # (rep, B)
+    n = ok.sum(axis=1)
+    resid = y[:, None, :] - log_shape[None]  # (rep, grid, B)
+    log_eps = (resid * ok[:, None, :]).sum(-1) / np.maximum(n, 1)[:, None]
+    sse = (((resid - log_eps[..., None]) * ok[:, None, :]) ** 2).sum(-1)
+    best = sse.argmin(axis=1)
+    rows = np.arange(len(lr))
+    eps_max, b_noise = np.exp(log_eps[rows, best]), grid[best]
+    edge = (best == 0) | (best == n_grid - 1)
+    bad = (n < 3) | (edge & ~keep_edge)
+    eps_max, b_noise = np.where(bad, np.nan, eps_max), np.where(bad, np.nan, b_noise)
+    return (eps_max, b_noise, edge) if keep_edge else (eps_max, b_noise)
+
+
 @dataclass
 class TargetFit:
     """The fitted numbers of one target, with bootstrap intervals (lists [lo, hi]) and the n behind them."""
@@ -159,6 +200,12 @@ class TargetFit:
     law_band: dict[str, dict[str, list[float]]]  # per law: B, and the 2.5/97.5 percentiles of its curve there
     peak_batch_size: float  # the B whose optimal LR is largest (first of ties)
     peak_batch_size_ci: list[float]
+    # per CURVE_LAWS law: fit_curve's eps_max, b_noise, their CIs (over the replicates that fit) and unfit_share,
+    # the share of replicates whose optima show no peak (Eq 2) or knee (Eq 1) within the search
+    curve: dict[str, dict[str, float | list[float]]]
+    b_simple: float  # McCandlish's B_simple measured in training (noise_scale): median over the runs at the target
+    b_simple_ci: list[float]
+    b_simple_n: int  # runs that measured it (B >= 2, no BatchNorm, at least one measurement before the crossing)
     mean_score: list[list[float]] = field(repr=False)  # (batch size, LR): the criterion's mean, for the heatmap
     notes: list[str] = field(default_factory=list)
 
@@ -186,6 +233,13 @@ def _estimates(grid: Grid, seed_idx: np.ndarray, criterion: str) -> dict:
     peak = np.where(np.isfinite(lr_opt).any(axis=1),
                     grid.batch_sizes[np.argmax(np.where(np.isfinite(lr_opt), lr_opt, -np.inf), axis=1)], np.nan)
     out["peak"] = peak
+    for law in CURVE_LAWS:
+        out[f"curve/{law}/eps_max"], out[f"curve/{law}/b_noise"] = fit_curve(grid.batch_sizes, lr_opt, law)
+    measured = np.full(grid.drop.shape, np.nan) if grid.b_simple is None else grid.b_simple
+    per_rep = measured[:, :, seed_idx].transpose(2, 0, 1, 3).reshape(len(seed_idx), -1)  # (rep, runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no run measured it: NaN
+        out["b_simple"] = np.nanmedian(per_rep, axis=1)
     return out
 
 
@@ -250,6 +304,11 @@ def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "
         eps_max={law: point[f"eps_max/{law}"][0] for law in LAWS},
         eps_max_ci={law: _ci(boot[f"eps_max/{law}"]) for law in LAWS}, law_band=_law_bands(grid, boot),
         peak_batch_size=float(point["peak"][0]), peak_batch_size_ci=_ci(boot["peak"]),
+        b_simple=float(point["b_simple"][0]), b_simple_ci=_ci(boot["b_simple"]),
+        b_simple_n=int(np.isfinite(grid.b_simple).sum()) if grid.b_simple is not None else 0,
+        curve={law: {k: float(point[f"curve/{law}/{k}"][0]) for k in ("eps_max", "b_noise")}
+               | {f"{k}_ci": _ci(boot[f"curve/{law}/{k}"]) for k in ("eps_max", "b_noise")}
+               | {"unfit_share": float(np.mean(~np.isfinite(boot[f"curve/{law}/b_noise"])))} for law in CURVE_LAWS},
         mean_score=point["mean_score"][0].tolist(), notes=notes,
     )
 

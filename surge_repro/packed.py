@@ -35,6 +35,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from surge_repro import checkpoint
 from surge_repro.config import build, validate
+from surge_repro.noise_scale import combine, halves
 from surge_repro.point import signature
 from surge_repro.store import FINAL, PointDir
 from surge_repro.train import (
@@ -307,11 +308,27 @@ class Pack:
         """One point's loss, from its parameters: what vmap maps over the stack."""
         return self.task.loss(lambda x: functional_call(self.base, {**params, **self.constants}, (x,)), batch)
 
-    def train_step(self, batch: tuple) -> torch.Tensor:
+    def train_step(self, batch: tuple, noise: list | None = None) -> torch.Tensor:
         """Forward, backward and optimizer step of every point on its own batch (``batch``: tensors of points x B x
-        ...); returns the points' minibatch losses (before the step), as the sequential loop sees them."""
-        losses = vmap(self.point_loss)(self.params, *batch)
-        losses.sum().backward()  # the points are independent: each gets the gradient of its own loss
+        ...); returns the points' minibatch losses (before the step), as the sequential loop sees them. ``noise``
+        (one ``NoiseScale`` per row) measures B_simple from the batch's halves, as ``train.train_step`` does."""
+        if noise is None:
+            losses = vmap(self.point_loss)(self.params, *batch)
+            losses.sum().backward()  # the points are independent: each gets the gradient of its own loss
+        else:
+            first, second, sizes = halves(batch, dim=1)
+            names = list(self.params)
+            parts, grads = [], []
+            for part in (first, second):
+                part_losses = vmap(self.point_loss)(self.params, *part)
+                grads.append(list(torch.autograd.grad(part_losses.sum(), [self.params[k] for k in names])))
+                parts.append(part_losses.detach())
+            full, diff_sq, full_sq = combine(*grads, sizes, points=True)
+            for k, g in zip(names, full):
+                self.params[k].grad = g
+            for row, (d, f) in enumerate(zip(diff_sq.tolist(), full_sq.tolist())):
+                noise[row].add(d, f, sizes)
+            losses = (sizes[0] * parts[0] + sizes[1] * parts[1]) / sum(sizes)
         self._optimizer_step()
         return losses.detach()
 
@@ -417,7 +434,8 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
                     epoch = torch.stack([next(order) for order in orders])
                 offset = (step % per_epoch) * batch_size
                 batch = task.take(epoch[:, offset:offset + batch_size])
-                losses = pack.train_step(batch)
+                noise = [runs[j].noise for j in live] if runs[live[0]].noise.due(step + 1) else None
+                losses = pack.train_step(batch, noise)
                 step += 1
                 values = losses.tolist()
                 probe_rows = [r for r, j in enumerate(live) if runs[j].tracker.needs_probe(step)]

@@ -195,17 +195,23 @@ def se_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
 
 def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples",
                   labels: list[str] | None = None, legend_ax=None) -> None:
-    """B_noise (Eq 22) and the observed peak of the optimal LR against the target loss, with 95% intervals; the
+    """B_noise (Eq 22), the observed peak of the optimal LR, Eq 2's B_noise fitted to the optima and the B_simple
+    measured in training (where it was) against the target loss, with 95% intervals; the
     target axis is reversed so that training goes on to the right. The measured batch sizes are shaded: an estimate
     outside them is an extrapolation. The legend goes on ``legend_ax`` when given (off the data)."""
     t = np.array([f.target for f in fits])
     b_all = np.concatenate([f.batch_sizes for f in fits])
     log = _is_geometric(np.unique(b_all))
     step = 0.012 * (np.ptp(t) or 1.0)  # the peak's markers beside B_noise's, not on top of them
-    series = ((np.array([f.b_noise for f in fits]), [f.b_noise_ci for f in fits], 0.0, "o", "red",
+    series = [(np.array([f.b_noise for f in fits]), [f.b_noise_ci for f in fits], 0.0, "o", "red",
                "B_noise (Eq 22, slope of 1/S on 1/E)"),
               (np.array([f.peak_batch_size for f in fits]), [f.peak_batch_size_ci for f in fits], step, "D",
-               "0.25", "observed peak of the optimal LR"))
+               "0.25", "observed peak of the optimal LR"),
+              (np.array([f.curve["adam"]["b_noise"] for f in fits]), [f.curve["adam"]["b_noise_ci"] for f in fits],
+               -step, "^", "tab:orange", "B_noise of Eq 2 fitted to the optima")]
+    if any(f.b_simple_n for f in fits):
+        series.append((np.array([f.b_simple for f in fits]), [f.b_simple_ci for f in fits], 2 * step, "s",
+                       "tab:blue", "B_simple measured in training (McCandlish)"))
     ax.axhspan(b_all.min(), b_all.max(), color="tab:green", alpha=0.09, lw=0, label="measured batch sizes")
     floor = b_all.min() / 4 if log else -np.inf
     for y, ci, dx, marker, color, label in series:
@@ -234,13 +240,16 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
 def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[str] | None) -> None:
     """The summary panel's numbers as a table, and the trend's verdict in words."""
     ax.axis("off")
-    rows = [f"{'target':>10s}  {'B_noise [95% CI]':<24s} {'peak of opt. LR':<22s} B x seeds"]
+    rows = []
     for f, lab in zip(fits, labels or [""] * len(fits)):
-        n_b = int(np.isfinite(f.steps_at_opt).sum())
-        rows.append(f"{lab:>4s} {f.target:<5g}  {_fmt_ci(f.b_noise, f.b_noise_ci, fmt_b):<24s} "
-                    f"{_fmt_ci(f.peak_batch_size, f.peak_batch_size_ci, fmt_b):<22s} {n_b} x {f.n_seeds}")
-    ax.text(0, 1, f"batch sizes in {unit}\n" + "\n".join(rows) + "\n\n" + textwrap.fill(trend["text"], 66),
-            family="monospace", fontsize=8.5, va="top", transform=ax.transAxes)
+        head = f"{lab}{' ' if lab else ''}{f.target:g}"
+        rows += [f"{head:<8s} Eq 22 {_fmt_ci(f.b_noise, f.b_noise_ci, fmt_b):<20s}"
+                 f"peak     {_fmt_ci(f.peak_batch_size, f.peak_batch_size_ci, fmt_b)}",
+                 f"{'':<8s} Eq 2  {_fmt_ci(f.curve['adam']['b_noise'], f.curve['adam']['b_noise_ci'], fmt_b):<20s}"
+                 f"B_simple {_fmt_ci(f.b_simple, f.b_simple_ci, fmt_b)}"]
+    n = f"{int(np.isfinite(fits[0].steps_at_opt).sum())} B x {fits[0].n_seeds} seeds" if fits else ""
+    ax.text(0, 1, f"target: B_noise [95% CI], in {unit}; {n}\n" + "\n".join(rows) + "\n\n"
+            + textwrap.fill(trend["text"], 72), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
 
 
 def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None = None,

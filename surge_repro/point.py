@@ -2,9 +2,10 @@
 
 A point is (workload, batch size, LR, seed, protocol). Its signature hashes the resolved config minus the keys that
 do not change what is measured (``NUISANCE``: where files go, logging, launcher, device, thread count, the
-experiment name, the number of rounds of the sweep it came from, how often it checkpoints, and how reports read
-it). The same point launched from an experiment file or typed on the command line gets the same signature, in
-whatever order its keys were written.
+experiment name, the number of rounds of the sweep it came from, how often it checkpoints, how often it measures
+B_simple (its halves give the same gradient, up to rounding), and how reports read it). The same point launched
+from an experiment file or typed on the command line gets the same signature, in whatever order its keys were
+written.
 
 Floats enter the hash through ``f"{x:.6g}"``: the paper's grids are linear lattices (Table 1) and ``1e-4 + 2 * 1e-4``
 is not ``3e-4`` in binary; both must name the same point. Integers are kept exact.
@@ -21,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 NUISANCE = ("experiment_name", "rounds", "paths", "logger", "device", "threads", "progress", "report", "checkpoint",
-            "task.root", "task.verify_md5")
+            "noise_scale", "task.root", "task.verify_md5")
 
 
 def canonical(value: Any) -> Any:

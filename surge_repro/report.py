@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from surge_repro import figures, provenance
 from surge_repro.config import CONF_DIR, compose
-from surge_repro.fit import CRITERIA, TargetFit, fit_experiment
+from surge_repro.fit import CRITERIA, CURVE_LAWS, TargetFit, fit_experiment
 from surge_repro.identify import CONFIDENCE, surge_verdict
 from surge_repro.mirror import Mirror
 from surge_repro.plots import fmt_b, surge_figure
@@ -74,6 +74,15 @@ def describe(fit: TargetFit, steps_fit: TargetFit | None = None, confidence: flo
     for law, (label, _) in LAWS.items():
         lines.append(f"  eps_max {label:24s} = {ci(fit.eps_max[law], fit.eps_max_ci[law])}")
     lines.append(f"  observed peak of the optimal LR at B = {ci(fit.peak_batch_size, fit.peak_batch_size_ci)}")
+    for law in CURVE_LAWS:  # B_noise from the optimal LRs' shape alone
+        c = fit.curve[law]
+        unfit = f" (no {'peak' if law == 'adam' else 'knee'} in {c['unfit_share']:.0%} of replicates)" \
+            if c["unfit_share"] else ""
+        lines.append(f"  {LAWS[law][0]} fitted to the optima, B_noise free: B_noise = "
+                     f"{ci(c['b_noise'], c['b_noise_ci'])}, eps_max = {ci(c['eps_max'], c['eps_max_ci'])}{unfit}")
+    lines.append(f"  B_simple measured in training (McCandlish; median of {fit.b_simple_n} runs at the target) = "
+                 f"{ci(fit.b_simple, fit.b_simple_ci)}" if fit.b_simple_n else
+                 "  B_simple not measured (noise_scale.every=0, B = 1 only, or a BatchNorm model)")
     extra = "   fewest steps [95%]" if steps_fit else ""
     lines.append(f"  B      optimal LR  95% interval         within 1 step  verdict           S at optimum{extra}")
     for i, b in enumerate(fit.batch_sizes):
@@ -206,7 +215,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     mirror = Mirror(cfg.logger, group=experiment, name=f"report-{experiment}", job_type="report",
                     config={"experiment": experiment, "criterion": criterion}, directory=out_dir)
     mirror.log_image("figure", png)
-    mirror.finish({f"target_{f.target:g}": {"b_noise": f.b_noise, "s_min": f.s_min, "verdict": v["verdict"], **{
+    mirror.finish({f"target_{f.target:g}": {"b_noise": f.b_noise, "s_min": f.s_min, "verdict": v["verdict"],
+                                            "b_simple": f.b_simple, "b_noise_eq2_fit": f.curve["adam"]["b_noise"], **{
         f"eps_max_{law}": e for law, e in f.eps_max.items()}} for f, v in zip(fits, verdicts)})
     return png
 

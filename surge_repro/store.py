@@ -33,6 +33,8 @@ process holds the lock.
     loss_drop_after_k                     their difference: the paper's measure. NaN when not measured; -inf when
                                           the run diverged inside the window (the worst possible outcome)
     estimate_drop_after_k                 the same drop read off the loss estimate
+    b_simple, noise_trace, grad_sq        McCandlish's B_simple = tr(Sigma) / |G|^2 measured in training, and its
+                                          two moving averages, at S (``noise_scale``; NaN where not measured)
     steps, examples_seen, wall_s          the whole run (wall_s of a packed run: from its pack's start to its finish)
     pack_id, pack_points                  the pack it trained in and how many points that pack started with (its
                                           own signature and 1 for a point trained alone)
@@ -67,9 +69,8 @@ STREAMS = ("metrics", "events")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
     "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
-    "loss_after_k", "loss_drop_after_k", "windows", "loss_drop_mean", "estimate_drop_after_k", "steps",
-    "examples_seen",
-    "wall_s", "pack_id", "pack_points", "git_sha", "git_dirty",
+    "loss_after_k", "loss_drop_after_k", "windows", "loss_drop_mean", "estimate_drop_after_k", "b_simple",
+    "noise_trace", "grad_sq", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "git_sha", "git_dirty",
 ]
 
 
@@ -251,14 +252,15 @@ def _rows(summary: dict) -> Iterator[dict]:
         drop = cut_short if rec.get("loss_drop") is None else rec["loss_drop"]
         drop_mean = rec.get("loss_drop_mean", rec.get("loss_drop"))  # summaries from before windows: one window
         drop_mean = cut_short if drop_mean is None else drop_mean
-        estimate_drop = (rec["estimate"] - rec["estimate_after_k"]) if rec.get("estimate_after_k") is not None \
-            else math.nan
+        estimate_drop = rec["estimate"] - rec["estimate_after_k"] \
+            if rec.get("estimate") is not None and rec.get("estimate_after_k") is not None else math.nan  # S = 0: none
         yield {
             **base, "target_loss": rec["target"], "reached": bool(rec.get("reached")),
             "steps_to_target": rec.get("steps"), "examples_to_target": rec.get("examples"),
             "loss_at_target": rec.get("probe_loss"),
             "loss_after_k": rec.get("probe_loss_after_k"), "loss_drop_after_k": drop,
             "loss_drop_mean": drop_mean, "estimate_drop_after_k": estimate_drop,
+            **{k: math.nan if rec.get(k) is None else rec[k] for k in ("b_simple", "noise_trace", "grad_sq")},
         }
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from surge_repro import checkpoint, provenance
 from surge_repro.config import build, validate
 from surge_repro.mirror import Mirror
+from surge_repro.noise_scale import NoiseScale, combine, halves
 from surge_repro.point import signature
 from surge_repro.protocol import DIVERGED, TargetTracker
 from surge_repro.store import FINAL, PointDir
@@ -103,8 +104,14 @@ class PointRun:
                 patience=proto.patience)
             point.begin(OmegaConf.to_yaml(resolved))
             self.step, elapsed, mirror_id, self.resumed = 0, 0.0, None, []
+            noise = cfg.get("noise_scale") or {}
+            self.noise = NoiseScale(self.batch_size, every=int(noise.get("every", 0)), ema=float(noise.get("ema", 16)))
+            for event in self.tracker.start_events:  # targets the initial loss already meets: S = 0
+                point.append("events", event)
+                _log_event(sig, event)
         else:
             self.tracker = resume["tracker"]
+            self.noise = resume.get("noise") or NoiseScale(self.batch_size, every=0)  # older checkpoints: none
             point.resume(OmegaConf.to_yaml(resolved), resume["files"])
             self.step, elapsed, mirror_id = resume["step"], resume["wall_s"], resume["mirror_id"]
             self.resumed = resume["resumed"] + [self.step]
@@ -118,8 +125,9 @@ class PointRun:
 
     def state(self) -> dict:
         """What a checkpoint keeps of this run's bookkeeping (``resume`` takes it back)."""
-        return {"tracker": self.tracker, "step": self.step, "wall_s": time.perf_counter() - self.start,
-                "files": self.point.stream_sizes(), "mirror_id": self.mirror.id, "resumed": self.resumed}
+        return {"tracker": self.tracker, "noise": self.noise, "step": self.step,
+                "wall_s": time.perf_counter() - self.start, "files": self.point.stream_sizes(),
+                "mirror_id": self.mirror.id, "resumed": self.resumed}
 
     @property
     def finished(self) -> bool:
@@ -131,11 +139,17 @@ class PointRun:
         tracker, cfg = self.tracker, self.cfg
         events = tracker.update(step, loss, probe)
         for event in events:
+            if event["event"] == "target":  # B_simple where the point crossed the target, beside its S and E
+                measured = self.noise.record()
+                event.update(measured)
+                vars(tracker.records[event["target"]]).update(measured)
             self.point.append("events", event)
             _log_event(self.sig, event)
         if events or step % cfg.progress.log_every == 0 or tracker.finished:
             record = {"step": step, "examples": step * self.batch_size, "loss": loss, "estimate": tracker.estimate,
                       "lr": lr, "wall_s": round(time.perf_counter() - self.start, 3)}
+            if self.noise.measurements:
+                record["b_simple"] = self.noise.record()["b_simple"]
             self.point.append("metrics", record)
             self.mirror.log(record, step)
         now = time.perf_counter()
@@ -206,11 +220,27 @@ def interrupted(err: BaseException) -> bool:
     return type(err).__name__ == "UncompletedJobError"
 
 
-def train_step(model, optimizer, scheduler, task, batch) -> torch.Tensor:
-    """One optimizer step of one point; returns its minibatch loss (before the step)."""
-    loss = task.loss(model, batch)
+def train_step(model, optimizer, scheduler, task, batch, noise: NoiseScale | None = None) -> torch.Tensor:
+    """One optimizer step of one point; returns its minibatch loss (before the step). With ``noise`` the gradient
+    is taken as the weighted mean of the batch's two halves' gradients, which measures B_simple (``noise_scale``)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if noise is None:
+        loss = task.loss(model, batch)
+        loss.backward()
+    else:
+        first, second, sizes = halves(batch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        losses, grads = [], []
+        for part in (first, second):
+            part_loss = task.loss(model, part)
+            found = torch.autograd.grad(part_loss, params, allow_unused=True)
+            grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, found)])
+            losses.append(part_loss.detach())
+        full, diff_sq, full_sq = combine(*grads, sizes)
+        for p, g in zip(params, full):
+            p.grad = g
+        noise.add(diff_sq.item(), full_sq.item(), sizes)
+        loss = (sizes[0] * losses[0] + sizes[1] * losses[1]) / sum(sizes)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -249,6 +279,7 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
     names = [name for name, _ in model.named_parameters()]
 
     probe = make_probe(model, task, probe_batch)
+    norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
     step = 0
     if state is None:
@@ -263,6 +294,9 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
         checkpoint.replay_schedule(scheduler, step)
         checkpoint.set_rng_state(state["rng"])  # last: building the model drew from it
         run_ = PointRun(cfg, point, sig, None, device, resume=state["run"])
+    if norms and run_.noise.active:  # halves would change the step's batch statistics: training would differ
+        log.info("%s: B_simple is not measured: the model has BatchNorm", sig)
+        run_.noise.every = 0
 
     def save() -> None:
         checkpoint.save(point, {"step": step, "model": model.state_dict(), "rng": checkpoint.rng_state(),
@@ -273,7 +307,8 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
     with checkpoint.Saver(cfg.checkpoint.every_s, save).running() as saver:
         try:
             while not run_.finished:
-                loss = train_step(model, optimizer, scheduler, task, next(batches))
+                noise = run_.noise if run_.noise.due(step + 1) else None
+                loss = train_step(model, optimizer, scheduler, task, next(batches), noise)
                 step += 1
                 run_.update(step, loss.item(), probe, optimizer.param_groups[0]["lr"])
                 if not run_.finished:
