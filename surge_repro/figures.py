@@ -56,6 +56,7 @@ TITLES = {
     "fig6_distilgpt2_eli5_fine.py": "Fig. 6: a finer grid for Fig. 4(b), DistilGPT2 on ELI5-Category, Adam",
     "shakespeare_small.py": "Suite: optimal LR against batch size, a small language model on Shakespeare",
     "vit_cifar.py": "Suite: optimal LR against batch size, ViT on CIFAR",
+    "ground_truth.py": "Suite: the ground truth, a noisy quadratic where the theory holds by construction",
 }
 
 ITEMS = [
@@ -81,6 +82,10 @@ ITEMS = [
     Item("shakespeare_small", "shakespeare_small", "shakespeare_small.py",
          "the suite's small language-model grid on Shakespeare"),
     Item("vit_cifar", "vit_cifar", "vit_cifar.py", "the suite's ViT grid on CIFAR"),
+    Item("ground truth (sign)", "ground_truth_sign", "ground_truth.py",
+         "noisy quadratic, Adam (0, 0): the pipeline must recover Eq 14's B_noise and Eq 9's rise and fall"),
+    Item("ground truth (SGD)", "ground_truth_sgd", "ground_truth.py",
+         "noisy quadratic, SGD: the pipeline must recover Eq 1 and no surge"),
 ]
 
 

@@ -1,68 +1,146 @@
-"""Ground truth (``surge_repro.tasks.quadratic``): the noisy quadratic's oracle and closed forms, and a grid of it
-through the real pipeline (compose, packed run, store, load_grid).
+"""Ground truth (``surge_repro.tasks.quadratic``): a workload where the theory's assumptions hold by construction, so
+Eq 14's B_noise and the exact optimal LR of every batch size are known, run through the whole pipeline: the Hydra
+multirun of ``conf/experiment/ground_truth_{sign,sgd}.yaml`` (``run.py -m``), the packed and one-by-one launchers,
+the protocol, the store, the optimal-LR extraction with its bootstrap and the law fits.
 
-What is NOT tested here, because it does not hold yet: that the protocol's optimal LR peaks at Eq 14's B_noise and
-that Eq 22 recovers it within 10%. A standalone simulation of this protocol on this task (64 seeds, K = 1) found
-Eq 22's B_noise = 26 against the true 16, and optimal LRs at 0.25-0.5 of Eq 9's with no resolved peak: sign descent
-random-walks along the low-curvature directions, so the state at the target is far off the ray where the truth is
-known (the module docstring gives the mechanism). Run: ``.venv/bin/python -m pytest tests/test_ground_truth.py``.
+The sign version (Adam (0, 0)) must recover Eq 14's B_noise within 10% and the rise-and-fall of Eq 9; the SGD
+version must recover Eq 1 and no surge. The grids take about 1.5 and 1 minute on 2 CPU cores.
+Run: ``.venv/bin/python -m pytest tests/test_ground_truth.py``.
 """
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from surge_repro import theory
+from surge_repro.fit import fit_experiment
+from surge_repro.identify import surge_verdict
 from surge_repro.models.quadratic import QuadraticVector
-from surge_repro.tasks.quadratic import (eq1_sgd, eq14_b_noise, eq9_sign_lr, hessian, noisy_quadratic, oracle,
-                                         ray_b_noise)
+from surge_repro.store import load_grid
+from surge_repro.tasks.quadratic import noisy_quadratic, ray_truth, sgd_lr, sign_lr
 
-DIM, RHO, NOISE = 64, 0.5, 17.9
-
-
-def test_eq14_on_the_ray_is_the_peak_of_eq9_and_does_not_depend_on_the_loss():
-    h = hessian(DIM, RHO)
-    for scale in (1.0, 0.01):  # B_noise is the same at every point of the ray: noise scales with the gradient
-        mu, sigma = oracle(np.full(DIM, scale), RHO, NOISE)
-        assert eq14_b_noise(mu, sigma, h) == pytest.approx(ray_b_noise(DIM, RHO, NOISE), rel=1e-9)
-    assert ray_b_noise(DIM, RHO, NOISE) == pytest.approx(16.0, rel=0.01)
-    b = np.geomspace(1, 512, 2000)
-    lr = eq9_sign_lr(b, mu, sigma, h)
-    peak = b[np.argmax(lr)]
-    # Eq 14 linearises erf (Theorem 3): the exact Eq 9 peaks a few % above it here, and it rises then falls (Eq 2)
-    assert peak == pytest.approx(ray_b_noise(DIM, RHO, NOISE), rel=0.05)
-    assert lr[0] < lr.max() and lr[-1] < 0.8 * lr.max()
-    sgd = eq1_sgd(mu, sigma, h)  # Eq 1 on the ray: B_noise = noise^2 / lam, eps_max = 1 / lam
-    lam = 1 - RHO + RHO * DIM
-    assert sgd["b_noise"] == pytest.approx(NOISE ** 2 / lam) and sgd["eps_max"] == pytest.approx(1 / lam)
+ROOT = Path(__file__).resolve().parents[1]
+DIM, RHO, NOISE = 131072, 3.8147e-4, 22.57  # conf/task/noisy_quadratic.yaml
+LR_STEP = 2 ** (1 / 8)  # the experiments' LR lattice
 
 
-def test_per_example_gradients_are_gaussian_with_the_stated_mu_and_sigma():
-    task = noisy_quadratic(dim=DIM, rho=RHO, noise=NOISE, size=4096)
-    model = QuadraticVector(dim=DIM, init=0.3)
+def dense(dim: int, rho: float, noise: float):
+    """mu, sigma and H on the ray at theta = 1, as the general theory takes them."""
+    h = (1 - rho) * np.eye(dim) + rho * np.ones((dim, dim))
+    mu = h @ np.ones(dim)
+    return mu, noise * np.abs(mu), h
+
+
+@pytest.mark.parametrize("dim,rho,noise", [(64, 0.5, 17.9), (512, 50 / 511, 22.57)])
+def test_the_closed_forms_on_the_ray_are_the_general_theory_on_the_dense_hessian(dim, rho, noise):
+    mu, sigma, h = dense(dim, rho, noise)
+    b = np.array([1, 3, 16, 100, 1e4])
+    assert np.allclose(sign_lr(b, dim, rho, noise), theory.sign_lr(b, mu, sigma, h), rtol=1e-10)  # Eq 9
+    truth, general = ray_truth(dim, rho, noise), theory.surge_parameters(mu, sigma, h)
+    assert truth["b_noise"] == pytest.approx(general["b_noise"], rel=1e-9)  # Eq 14
+    assert truth["eps_max"] == pytest.approx(general["eps_max"], rel=1e-9)  # Eq 16
+    assert truth["eq17_limit"] == pytest.approx(theory.sign_lr_limit(mu, h), rel=1e-9)  # Eq 17
+    # Eq 1 (McCandlish): eps_max = |G|^2 / G^T H G, B_noise = tr(H Sigma) / G^T H G, and the exact SGD optimum
+    ghg = mu @ h @ mu
+    assert truth["sgd_eps_max"] == pytest.approx(mu @ mu / ghg) and truth["sgd_b_noise"] == pytest.approx(
+        np.sum(np.diag(h) * sigma ** 2) / ghg)
+    assert np.allclose(sgd_lr(b, dim, rho, noise), (mu @ mu) / (ghg + np.sum(np.diag(h) * sigma ** 2) / b))
+    # the exact Eq 9 peaks where Eq 14 says, to O(1 / (rho dim)): 1% at the experiment's rho (dim - 1) = 50
+    assert truth["eq9_peak_batch_size"] == pytest.approx(truth["b_noise"], rel=0.05 if rho * dim < 40 else 0.015)
+
+
+def test_per_example_gradients_are_gaussian_with_the_stated_mu_and_sigma_and_examples_are_fixed():
+    dim, rho, noise, n = 256, 0.1, 5.0, 2000
+    task = noisy_quadratic(dim=dim, rho=rho, noise=noise, size=4096)
+    model = QuadraticVector(dim=dim, init=0.3)
     with torch.no_grad():
-        model.theta.add_(torch.linspace(-0.1, 0.1, DIM))  # off the ray too
+        model.theta.add_(torch.linspace(-0.1, 0.1, dim))  # off the ray too
     grads = torch.stack([torch.autograd.grad(task.loss(model, task.take(torch.tensor([i]))), model.theta)[0]
-                         for i in range(2000)]).double()
-    mu, sigma = oracle(model.theta.detach().double().numpy(), RHO, NOISE)
-    assert np.allclose(grads.mean(0).numpy(), mu, atol=4 * sigma[0] / math.sqrt(2000))
-    assert np.allclose(grads.std(0).numpy(), sigma, rtol=0.1)
-    full = torch.autograd.grad(task.loss(model, task.take(torch.arange(4096))), model.theta)[0]
-    assert np.allclose(full.double().numpy(), mu, rtol=1e-4, atol=1e-4 * sigma[0])  # the pool's noise has mean 0
+                         for i in range(n)]).double()
+    theta = model.theta.detach().double().numpy()
+    h = (1 - rho) * np.eye(dim) + rho * np.ones((dim, dim))
+    mu = h @ theta
+    sigma = noise * abs(mu.mean())
+    assert np.abs(grads.mean(0).numpy() - mu).max() < 5 * sigma / math.sqrt(n)
+    assert np.allclose(grads.std(0).numpy(), sigma, rtol=0.12)
+    pearson = np.corrcoef(grads[:, :8].numpy().T)[np.triu_indices(8, 1)]
+    assert np.abs(pearson).max() < 5 / math.sqrt(n)  # independent coordinates (Eq 36)
+    # an example is the same row wherever it is taken: alone, in a batch, in a packed points x B index
+    index = torch.tensor([[5, 9, 5], [9, 1, 2]])
+    rows, labels = task.take(index)
+    assert torch.equal(labels, index) and torch.equal(rows[0, 0], rows[0, 2])
+    assert torch.equal(rows[1, 0], task.take(torch.tensor([9]))[0][0])
+    assert not torch.equal(rows[1, 1], noisy_quadratic(dim=dim, size=4096, data_seed=1).take(torch.tensor([1]))[0][0])
     probe = task.probe(512, 0)
-    exact = 0.5 * model.theta.detach().double().numpy() @ hessian(DIM, RHO) @ model.theta.detach().double().numpy()
-    assert task.loss(model, probe).item() == pytest.approx(exact, rel=1e-5)  # the probe is the exact loss
+    assert task.loss(model, probe).item() == pytest.approx(0.5 * theta @ h @ theta, rel=1e-5)  # the exact loss
 
 
-def test_a_ground_truth_grid_runs_through_the_packed_pipeline(make_cfg, tmp_path):
+def multirun(store: Path, *overrides: str) -> None:
+    proc = subprocess.run([sys.executable, "run.py", "-m", *overrides, f"paths.store={store}", "logger=none",
+                           f"hydra.sweep.dir={store.parent / 'sweep'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ground_truth") / "store"
+    multirun(root, "+experiment=ground_truth_sign")
+    multirun(root, "+experiment=ground_truth_sgd")
+    return root
+
+
+def test_sign_descent_recovers_eq14_b_noise_and_the_surge(store):
+    table = load_grid(store, "ground_truth_sign")
+    assert len(table) == 7 * 13 * 16 and (table["status"] == "done").all()
+    assert (table["steps_to_target"] == 0).all()  # the K = 1 step starts from the known state
+    fit = fit_experiment(table, n_boot=1000)[0]
+    truth = ray_truth(DIM, RHO, NOISE)
+    b = np.array(fit.batch_sizes)
+    # every optimum within one LR step of the exact Eq 9, none on the grid's edge
+    ratio = np.array(fit.lr_opt) / sign_lr(b, DIM, RHO, NOISE)
+    assert np.all(np.abs(np.log(ratio)) < math.log(LR_STEP)) and not any(fit.on_edge)
+    # the shape: rises to B = 16 (the lattice's nearest to the true peak, 16.2), then falls
+    lr = np.array(fit.lr_opt)
+    peak = int(np.argmax(lr))
+    assert b[peak] == 16 and np.all(np.diff(lr[:peak + 1]) > 0) and np.all(np.diff(lr[peak:]) < 0)
+    assert surge_verdict(fit)["verdict"] == "surge supported"
+    # Eq 2 fitted to the optima: B_noise within 10% of Eq 14's (the issue's bar), eps_max within 5% of Eq 16's
+    eq2 = fit.curve["adam"]
+    assert eq2["b_noise"] == pytest.approx(truth["b_noise"], rel=0.10)
+    assert eq2["eps_max"] == pytest.approx(truth["eps_max"], rel=0.05)
+    assert eq2["b_noise_ci"][0] < truth["eq9_peak_batch_size"] < eq2["b_noise_ci"][1]
+    # Eq 22 has no S-E trade-off to fit when every run starts at its target: it says so instead of inventing one
+    assert math.isnan(fit.b_noise) and any("Eq 22" in note for note in fit.notes)
+
+
+def test_adam_00_and_signsgd_take_the_same_step(store, make_cfg):
     from surge_repro.packed import run_pack
-    from surge_repro.store import load_grid
 
-    cfgs = [make_cfg("+experiment=ground_truth_sign", "batch=16", f"optimizer.lr={lr}", f"seed={seed}", tiny=False)
-            for lr in (0.2, 0.3) for seed in (0, 1)]
-    summaries = run_pack(cfgs)
-    assert [s["status"] for s in summaries] == ["done"] * 4
-    table = load_grid(tmp_path / "store", "ground_truth_sign")
-    assert len(table) == 4 and table["loss_drop_after_k"].notna().all()
-    assert table["pack_points"].eq(4).all()  # one pack: the task hands out examples by index
+    cfgs = [make_cfg("+experiment=ground_truth_sign", "optimizer=signsgd", "batch=16", f"optimizer.lr={lr}",
+                     f"seed={seed}", tiny=False) for lr in (2.141, 3.6) for seed in (0, 5)]
+    drops = {(s["point"]["lr"], s["point"]["seed"]): s["targets"][0]["loss_drop"] for s in run_pack(cfgs)}
+    adam = load_grid(store, "ground_truth_sign").query("batch_size == 16")
+    for (lr, seed), drop in drops.items():
+        row = adam[np.isclose(adam["lr"], lr) & (adam["seed"] == seed)]
+        assert drop == pytest.approx(float(row["loss_drop_after_k"].iloc[0]), rel=1e-4)
+
+
+def test_sgd_recovers_eq1_and_no_surge(store):
+    table = load_grid(store, "ground_truth_sgd")
+    assert len(table) == 7 * 29 * 4 and (table["status"] == "done").all()
+    fit = fit_experiment(table, n_boot=1000)[0]
+    truth = ray_truth(DIM, RHO, NOISE)
+    ratio = np.array(fit.lr_opt) / sgd_lr(np.array(fit.batch_sizes), DIM, RHO, NOISE)
+    assert np.all(np.abs(np.log(ratio)) < math.log(LR_STEP))
+    eq1 = fit.curve["sgd_alpha1"]
+    assert eq1["b_noise"] == pytest.approx(truth["sgd_b_noise"], rel=0.10)
+    assert eq1["eps_max"] == pytest.approx(truth["sgd_eps_max"], rel=0.05)
+    assert np.all(np.diff(fit.lr_opt) > 0) and surge_verdict(fit)["verdict"] == "rise only"
+    eq2 = fit.curve["adam"]  # the surge law puts its peak far beyond the grid, or finds none
+    assert not eq2["b_noise"] < 10 * max(fit.batch_sizes)

@@ -1,9 +1,10 @@
 """A plain parameter vector, the "model" of the noisy-quadratic ground-truth task (``surge_repro.tasks.quadratic``).
 
 ``QuadraticVector(dim, init)`` holds theta (``dim`` floats), started at ``init`` on every coordinate: every seed
-starts at the same point on the Hessian's top eigenvector (the all-ones direction), where Eq 14's B_noise is known in
-closed form (``surge_repro.tasks.quadratic``). Its forward returns theta broadcast over a batch of noise rows, so the
-task's loss sees one copy of theta per example and the packed launcher can vmap it like any other model.
+starts at the same point on the Hessian's top eigenvector (the all-ones direction), where the theory's numbers are
+known in closed form (``surge_repro.tasks.quadratic.ray_truth``). Its forward takes a batch of noise rows z and
+returns (z @ theta, theta): the task's loss needs both, and z @ theta keeps a packed run from holding a copy of
+theta per example.
 """
 
 import torch
@@ -16,5 +17,5 @@ class QuadraticVector(nn.Module):
         # Deterministic: the seed then only picks the noise (the data order), so the state at the start is known.
         self.theta = nn.Parameter(torch.full((dim,), float(init)))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.theta.expand(z.shape)
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z @ self.theta, self.theta

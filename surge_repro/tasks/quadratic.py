@@ -1,31 +1,38 @@
 """Ground truth: a noisy quadratic whose per-example gradients are Gaussian with known mu, sigma and H, and the
 closed forms of the theory for it (paper section 1, ``../shared/paper.md``: Eq 1, 9, 14, 16).
 
-Construction (``noisy_quadratic``), with delta = theta (the optimum is at 0):
+The loss, with theta the model's ``dim`` parameters (the optimum is at 0) and H = (1 - rho) I + rho 11^T:
 
-* H = (1 - rho) I + rho 11^T in ``dim`` dimensions: a dense Hessian. Eq 14's B_noise comes only from H's
-  off-diagonal terms (a diagonal H has B_noise = inf, no surge), so they must be there. Its top eigenvector is
-  the all-ones direction (eigenvalue lam = 1 - rho + rho dim); the rest have eigenvalue 1 - rho.
-* Per-example gradient g_i = H delta + sigma z_i, z_i ~ N(0, I) independent per coordinate, with
-  sigma = ``noise`` * |mean_k (H delta)_k|: the noise scales with the mean gradient, so on the all-ones ray
-  mu_k / sigma_k = 1 / noise for every k at every loss, and Eq 14's B_noise is the same number all along the ray:
-      B_noise = pi noise^2 / (2 rho (dim - 1))                                            (Eq 14 on the ray)
-  (off the ray it moves only by a factor 1 + O(cv(mu)^2 / dim): ``eq14_b_noise`` evaluates it anywhere).
-  The loss of example i is 0.5 delta^T H delta + sigma.detach() (z_i . delta): sigma is a function of the state
-  held fixed within a step (a state-dependent noise oracle), so autograd returns exactly g_i.
-* The examples are a fixed pool of ``size`` noise rows, centred so that their mean is exactly 0: the full-batch
-  gradient is exactly H delta. ``take(index)`` addresses them like ``TensorTask`` (packed runs work).
-* The probe is one zero-noise row: the protocol's "training loss" is the exact loss 0.5 delta^T H delta.
+    loss of example i = 0.5 theta^T H theta + sigma (z_i . theta),   z_i ~ N(0, I_dim)   (z_i: the example)
 
-Status (what this workload showed; see ``tests/test_ground_truth.py``): the closed forms and the oracle are tested.
-The end-to-end recovery of B_noise through the protocol is NOT achieved with this construction: sign descent
-random-walks along the dim - 1 low-curvature directions (eigenvalue 1 - rho, restoring ~P times slower than the ray
-converges), so at the target most of the loss sits off the ray, and one step drops a large share of the ray's loss
-near B_noise (fraction ~ x / (1 + x), x = B / B_noise), so the crossing overshoots the target. A standalone
-simulation of the protocol (dim 64, rho 0.5, noise 17.9: B_noise = 16; K = 1, 64 seeds) found the optimum at
-0.25-0.5 of Eq 9's LR with no clear peak, and Eq 22 gave 26 instead of 16.
+* Per-example gradient g_i = H theta + sigma z_i: Theorem 2's model exactly (Gaussian, independent coordinates,
+  mean mu = H theta). sigma = ``noise`` * |mean_k (H theta)_k| is a function of the state held fixed within a step
+  (``detach``: a noise oracle), so on the all-ones ray mu_k / sigma_k = 1 / noise for every k.
+* H is dense: Eq 14's B_noise comes only from H's off-diagonal terms (a diagonal H has none, and no surge). With
+  every coordinate alike, Eq 14 reads B_noise = pi noise^2 / (2 rho (dim - 1)) and Eq 9 has a scalar closed form
+  (``ray_truth``; ``tests/test_ground_truth.py`` checks both against ``surge_repro.theory`` on a dense H).
+* Examples are generated, not stored: example i's noise row is drawn from a generator seeded by (``data_seed``,
+  i), so it is the same row whenever and wherever it is taken, in ``size`` rows that epochs permute like any
+  dataset's. Only the rows a step takes are made (``dim`` floats each): dim can be large.
+* The probe is one zero-noise row: the protocol's "training loss" is the exact 0.5 theta^T H theta.
 
-Run a grid: ``python run.py -m +experiment=ground_truth_sign`` (and ``ground_truth_sgd``).
+How the ground truth is measured (``conf/experiment/ground_truth_sign.yaml``, ``ground_truth_sgd.yaml``): every run
+starts at theta = 1 (the model's ``init``), and the target sits at or above that initial loss, so the protocol
+reaches it at S = 0 and its K = 1 step is one update from that known state: Lemma 1's setting, where Eq 9 is exact
+for sign descent and Eq 1 for SGD (the loss is exactly quadratic). Why not train to a lower target first: sign
+descent random-walks along the dim - 1 low-curvature directions, and at the crossing one step can drop half the
+ray's loss, so each run's state at the target differs with its LR (and the crossing overshoot biases larger LRs).
+A simulation of that protocol (dim 64, rho 0.5) found optima at 0.25-0.5 of Eq 9's LR and Eq 22's B_noise = 26 for a
+true 16: the protocol then measures the path, not the theory. Starting at the state the truth is known at
+removes the path and keeps every other part of the pipeline.
+
+How big it must be. The optimum per batch size is the ratio of two seed means, and its relative noise is about
+sqrt(rho B_noise / (B n)) for n seeds: dim does not enter, rho does. Eq 14's erf linearisation needs rho (dim - 1)
+>> 1 (the exact Eq 9 peak sits 1 + O(1 / (rho dim)) above Eq 14's), so a small rho needs a large dim: rho (dim - 1)
+= 49 with dim 131072 puts the error of the fitted B_noise at a few % with 16 seeds (a simulation of the argmax on
+the experiment's LR lattice: bias +4%, sd 3%).
+
+Run: ``python run.py -m +experiment=ground_truth_sign``, then ``python reports/ground_truth.py``.
 """
 
 from __future__ import annotations
@@ -33,36 +40,48 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 from surge_repro.tasks import TensorTask
 
+_SEED_STRIDE = 1_000_003  # example i of data_seed d is drawn from generator seed d * stride + i (size < stride)
+
 
 @dataclass
 class QuadraticTask(TensorTask):
-    """``inputs`` are the pool's noise rows (N x dim), ``labels`` a dummy; ``rho`` and ``noise`` define the loss."""
+    """``labels`` are the example indices (``inputs`` too: nothing is stored); ``take`` makes the noise rows."""
 
+    dim: int = 64
     rho: float = 0.5
     noise: float = 1.0
+    data_seed: int = 0
 
     def to(self, device):
         return replace(self, inputs=self.inputs.to(device), labels=self.labels.to(device))
 
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # a packed run takes the same rows for every LR of a seed: make each distinct row once
+        rows, inverse = torch.unique(index, return_inverse=True)
+        gen = torch.Generator()
+        noise = torch.empty(len(rows), self.dim)
+        for k, i in enumerate(rows.tolist()):
+            gen.manual_seed(self.data_seed * _SEED_STRIDE + i)
+            torch.randn(self.dim, generator=gen, out=noise[k])
+        return noise.to(index.device)[inverse], index
+
     def probe(self, size: int, seed: int):
         # One zero-noise row: the probe loss is the exact loss, for every point alike (size and seed are moot).
-        dim = self.inputs.shape[1]
-        return (torch.zeros(1, dim, device=self.inputs.device),
+        return (torch.zeros(1, self.dim, device=self.labels.device),
                 torch.zeros(1, dtype=torch.long, device=self.labels.device))
 
     def loss(self, model, batch) -> torch.Tensor:
         z, _ = batch
-        delta = model(z)  # batch x dim, theta repeated
-        total = delta.sum(-1, keepdim=True)
-        quad = 0.5 * ((1 - self.rho) * delta.square().sum(-1) + self.rho * total.squeeze(-1).square())
-        mu = (1 - self.rho) * delta + self.rho * total  # H delta
-        sigma = (self.noise * mu.mean(-1).abs()).detach()
-        return (quad + sigma * (z * delta).sum(-1)).mean()
+        projection, theta = model(z)  # z_i . theta per example, and theta
+        total = theta.sum()
+        quad = 0.5 * ((1 - self.rho) * theta.square().sum() + self.rho * total.square())
+        mu_mean = (1 - self.rho) * theta.mean() + self.rho * total  # mean_k (H theta)_k
+        sigma = (self.noise * mu_mean.abs()).detach()
+        return quad + sigma * projection.mean()
 
 
 def noisy_quadratic(*, name: str = "noisy_quadratic", dim: int = 64, rho: float = 0.5, noise: float = 17.9,
@@ -70,51 +89,55 @@ def noisy_quadratic(*, name: str = "noisy_quadratic", dim: int = 64, rho: float 
     if not 0 <= rho < 1:
         raise ValueError(f"task {name}: rho={rho} must be in [0, 1) for H = (1-rho) I + rho 11^T to be positive "
                          f"definite. Fix: task.rho=0.5")
-    gen = torch.Generator().manual_seed(data_seed)
-    z = torch.randn(size, dim, generator=gen, dtype=torch.float64)
-    z = (z - z.mean(0)).float()  # a pool of mean exactly 0: the full-batch gradient is H delta, unbiased
-    return QuadraticTask(name, z, torch.zeros(size, dtype=torch.long), batch_unit=batch_unit, rho=rho, noise=noise)
+    if not 0 < size < _SEED_STRIDE or dim < 2 or noise <= 0:
+        raise ValueError(f"task {name}: need 0 < size < {_SEED_STRIDE}, dim >= 2 and noise > 0 (got size={size}, "
+                         f"dim={dim}, noise={noise}). Fix: task.size=65536 task.dim=64 task.noise=17.9")
+    index = torch.arange(size)
+    return QuadraticTask(name, index, index, batch_unit=batch_unit, dim=dim, rho=rho, noise=noise,
+                         data_seed=data_seed)
 
 
-# Closed forms ---------------------------------------------------------------------------------------------------
+# Closed forms on the all-ones ray (theta = c 1: mu_k = lam c, sigma_k = noise lam c for every k) ------------------
 
-def hessian(dim: int, rho: float) -> np.ndarray:
-    return (1 - rho) * np.eye(dim) + rho * np.ones((dim, dim))
+def ray_truth(dim: int, rho: float, noise: float) -> dict:
+    """What the theory says at any state on the ray (the numbers do not depend on c, except the LRs' scale, which
+    is c: here c = 1). lam = 1 - rho + rho dim is H's top eigenvalue (the ray's); H_kk = 1.
 
-
-def oracle(delta, rho: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """mu and sigma of the per-example gradient at ``delta`` (Theorem 2's N(mu_i, sigma_i^2))."""
-    delta = np.asarray(delta, float)
-    mu = (1 - rho) * delta + rho * delta.sum()
-    return mu, np.full_like(mu, noise * abs(mu.mean()))
-
-
-def eq14_b_noise(mu, sigma, h) -> float:
-    """Eq 14: B_noise = pi sum_i H_ii / (2 sum_{i != j} (mu_i mu_j / (sigma_i sigma_j)) H_ij)."""
-    r = np.asarray(mu, float) / np.asarray(sigma, float)
-    h = np.asarray(h, float)
-    off = r @ h @ r - np.sum(np.diag(h) * r * r)
-    return math.pi * np.trace(h) / (2 * off)
+    sign descent: B_noise by Eq 14, eps_max by Eq 16, the peak of the exact Eq 9 (``sign_lr``), the B -> inf limit
+    (Eq 17, the Theorem 4 asymptote). SGD: McCandlish's Eq 1, eps_max = |G|^2 / G^T H G = 1 / lam,
+    B_noise = tr(H Sigma) / G^T H G = noise^2 / lam."""
+    lam = 1 - rho + rho * dim
+    b_noise = math.pi * noise ** 2 / (2 * rho * (dim - 1))
+    peak = _golden(lambda b: float(sign_lr(b, dim, rho, noise)), 1e-3 * b_noise, 1e3 * b_noise)
+    return {"lam": lam, "b_noise": b_noise, "eps_max": math.sqrt(b_noise / (2 * math.pi)) * lam / noise,
+            "eq9_peak_batch_size": peak, "eq9_peak_lr": float(sign_lr(peak, dim, rho, noise)),
+            "eq17_limit": 1.0,  # sum |mu| / 1^T H 1 = dim lam / (dim lam)
+            "sgd_eps_max": 1 / lam, "sgd_b_noise": noise ** 2 / lam}
 
 
-def ray_b_noise(dim: int, rho: float, noise: float) -> float:
-    """Eq 14 on the all-ones ray, where mu_k / sigma_k = 1 / noise: pi noise^2 / (2 rho (dim - 1))."""
-    return math.pi * noise ** 2 / (2 * rho * (dim - 1))
+def sign_lr(batch_size, dim: int, rho: float, noise: float):
+    """Eq 9 on the ray at theta = 1, with Eq 10's exact erf: e = erf(sqrt(B/2) / noise) for every coordinate, so
+    eps_opt = dim e lam / (dim (1 - e^2) + e^2 1^T H 1) = e lam / (1 - e^2 + e^2 lam)."""
+    lam = 1 - rho + rho * dim
+    e = torch.special.erf(torch.sqrt(torch.as_tensor(batch_size, dtype=torch.float64) / 2) / noise)
+    return (e * lam / (1 - e ** 2 + e ** 2 * lam)).numpy()
 
 
-def eq9_sign_lr(batch_size, mu, sigma, h) -> np.ndarray:
-    """Eq 9 (Theorem 2, exact erf of Eq 10): the one-step optimal LR of sign descent at batch size B."""
-    erf = np.vectorize(math.erf)  # scipy is not a dependency of this package
-    b = np.atleast_1d(np.asarray(batch_size, float))
-    mu, sigma, h = np.asarray(mu, float), np.asarray(sigma, float), np.asarray(h, float)
-    e = erf(np.sqrt(b[:, None] / 2) * mu / sigma)  # B x dim: E[sign] per coordinate (Eq 32, 34)
-    num = e @ mu
-    den = (1 - e ** 2) @ np.diag(h) + np.einsum("bi,ij,bj->b", e, h, e)  # sum (1 - E_i^2) H_ii + sum E_i E_j H_ij
-    return num / den
+def sgd_lr(batch_size, dim: int, rho: float, noise: float):
+    """Eq 1 on the ray at theta = 1: eps_opt = eps_max / (1 + B_noise / B), exact for SGD on a quadratic."""
+    lam = 1 - rho + rho * dim
+    b = torch.as_tensor(batch_size, dtype=torch.float64)
+    return (1 / lam / (1 + noise ** 2 / lam / b)).numpy()
 
 
-def eq1_sgd(mu, sigma, h) -> dict:
-    """McCandlish (paper Eq 1): eps_max = |G|^2 / G^T H G and B_noise = tr(H Sigma) / G^T H G, Sigma diagonal."""
-    mu, sigma, h = np.asarray(mu, float), np.asarray(sigma, float), np.asarray(h, float)
-    ghg = mu @ h @ mu
-    return {"eps_max": float(mu @ mu / ghg), "b_noise": float(np.sum(np.diag(h) * sigma ** 2) / ghg)}
+def _golden(fn, lo: float, hi: float, iters: int = 100) -> float:
+    """The argmax of a unimodal ``fn`` on [lo, hi], by golden-section search in log B."""
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(iters):
+        c, d = b - g * (b - a), a + g * (b - a)
+        if fn(math.exp(c)) > fn(math.exp(d)):
+            b = d
+        else:
+            a = c
+    return math.exp((a + b) / 2)

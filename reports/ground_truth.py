@@ -1,0 +1,132 @@
+"""The ground truth: what the pipeline recovers on the noisy quadratic against what the theory says it must.
+
+Reads ``store/ground_truth_sign`` (Adam (0, 0) = sign descent) and ``store/ground_truth_sgd`` (SGD), fits them as
+every report does (``surge_repro.fit``), and draws one panel per experiment: the optimal LR per batch size with its
+95% bootstrap interval, the exact truth (Eq 9 for sign descent, Eq 1 for SGD, ``surge_repro.tasks.quadratic``), the
+paper's law at the true parameters (Eq 2 with Eq 14's B_noise and Eq 16's eps_max) and the law fitted to the optima.
+It also draws each experiment's standard figure (heatmap, fitted numbers) as ``reports/<script>.py`` do.
+
+    python run.py -m +experiment=ground_truth_sign
+    python run.py -m +experiment=ground_truth_sgd
+    python reports/ground_truth.py        # reports/figures/ground_truth.png and .json, and the two standard figures
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from surge_repro import figures, report  # noqa: E402
+from surge_repro.fit import fit_experiment  # noqa: E402
+from surge_repro.plots import fmt_b  # noqa: E402
+from surge_repro.store import load_grid  # noqa: E402
+from surge_repro.tasks import quadratic  # noqa: E402
+from surge_repro.theory import adam_lr, sgd_lr  # noqa: E402
+
+EXPERIMENTS = {"ground_truth_sign": "adam", "ground_truth_sgd": "sgd_alpha1"}  # experiment -> the law it must obey
+
+
+def compare(cfg, law: str, n_boot: int) -> dict | None:
+    """The fit of one ground-truth experiment beside the truth of its task; None without data."""
+    table = load_grid(cfg.paths.store, cfg.experiment_name)
+    if table.empty:
+        return None
+    fit = fit_experiment(table, n_boot=n_boot)[0]
+    t = cfg.task
+    truth = quadratic.ray_truth(int(t.dim), float(t.rho), float(t.noise))
+    scale = float(cfg.model.init)  # on the ray at theta = init 1, every LR scales with init
+    sign = law == "adam"
+    true_b, true_eps = ((truth["b_noise"], truth["eps_max"] * scale) if sign
+                        else (truth["sgd_b_noise"], truth["sgd_eps_max"] * scale))
+    exact = quadratic.sign_lr if sign else quadratic.sgd_lr
+    b = np.array(fit.batch_sizes)
+    return {"experiment": cfg.experiment_name, "law": law, "fit": fit, "n_runs": fit.n_runs, "n_seeds": fit.n_seeds,
+            "batch_sizes": b, "lr_opt": np.array(fit.lr_opt), "lr_opt_ci": np.array(fit.lr_opt_ci),
+            "lr_true": exact(b, int(t.dim), float(t.rho), float(t.noise)) * scale,
+            "exact": lambda x: exact(x, int(t.dim), float(t.rho), float(t.noise)) * scale,
+            "true_b_noise": true_b, "true_eps_max": true_eps, "truth": truth,
+            "fitted": fit.curve[law], "peak": fit.peak_batch_size}
+
+
+def panel(ax, c: dict) -> None:
+    b, fitted = c["batch_sizes"], c["fitted"]
+    xs = np.geomspace(b.min() / 1.5, b.max() * 1.5, 300)
+    law = adam_lr if c["law"] == "adam" else sgd_lr
+    name = "Eq 2" if c["law"] == "adam" else "Eq 1"
+    exact = "Eq 9, exact (erf)" if c["law"] == "adam" else "Eq 1, exact here"
+    ax.plot(xs, c["exact"](xs), color="black", lw=2.2, label=f"truth: {exact}")
+    if c["law"] == "adam":
+        ax.plot(xs, law(xs, c["true_eps_max"], c["true_b_noise"]), color="0.5", ls="--", lw=1.4,
+                label=f"Eq 2 at Eq 14's B_noise = {c['true_b_noise']:.3g}, Eq 16's eps_max = {c['true_eps_max']:.4g}")
+    ax.plot(xs, law(xs, fitted["eps_max"], fitted["b_noise"]), color="tab:orange", ls=":", lw=2.2,
+            label=f"{name} fitted to the optima: B_noise = {fitted['b_noise']:.3g} "
+                  f"[{fitted['b_noise_ci'][0]:.3g}, {fitted['b_noise_ci'][1]:.3g}], eps_max = {fitted['eps_max']:.4g}")
+    lo, hi = c["lr_opt_ci"].T
+    ax.errorbar(b, c["lr_opt"], yerr=[c["lr_opt"] - lo, hi - c["lr_opt"]], fmt="o", color="tab:red", mec="white",
+                ms=8, capsize=3, zorder=5, label=f"optimal LR measured ({c['n_seeds']} seeds, 95% interval)")
+    ax.axvline(c["true_b_noise"], color="black", lw=0.8, ls="--")
+    ax.axvline(fitted["b_noise"], color="tab:orange", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B (examples)")
+    ax.set_ylabel("learning rate")
+    err = 100 * (fitted["b_noise"] / c["true_b_noise"] - 1)
+    ax.set_title(f"{c['experiment']}: {c['n_runs']} runs; B_noise recovered {err:+.1f}% from the truth",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="lower center")
+
+
+def summary(c: dict) -> dict:
+    return {"experiment": c["experiment"], "law": c["law"], "runs": c["n_runs"], "seeds": c["n_seeds"],
+            "true_b_noise": c["true_b_noise"], "true_eps_max": c["true_eps_max"],
+            "fitted_b_noise": c["fitted"]["b_noise"], "fitted_b_noise_ci": c["fitted"]["b_noise_ci"],
+            "fitted_eps_max": c["fitted"]["eps_max"], "fitted_eps_max_ci": c["fitted"]["eps_max_ci"],
+            "b_noise_error": c["fitted"]["b_noise"] / c["true_b_noise"] - 1,
+            "observed_peak_batch_size": c["peak"], "exact_peak_batch_size": c["truth"]["eq9_peak_batch_size"]
+            if c["law"] == "adam" else None,
+            "batch_sizes": c["batch_sizes"], "lr_opt": c["lr_opt"], "lr_opt_ci": c["lr_opt_ci"],
+            "lr_true": c["lr_true"], "lr_opt_over_true": c["lr_opt"] / c["lr_true"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python reports/ground_truth.py", *argv])
+    found = []
+    for experiment, law in EXPERIMENTS.items():
+        cfg = report.compose_for(experiment, argv)
+        c = compare(cfg, law, int(cfg.report.n_boot))
+        if c is None:
+            print(f"{experiment}: no finished runs in {cfg.paths.store}. "
+                  f"Run: python run.py -m +experiment={experiment}")
+            continue
+        report.render(cfg, figures.TITLES["ground_truth.py"], command)
+        found.append(c)
+        print(f"{experiment}: B_noise {fmt_b(c['fitted']['b_noise'], 4)} {c['fitted']['b_noise_ci']} against the "
+              f"true {c['true_b_noise']:.4g}; eps_max {c['fitted']['eps_max']:.4g} against {c['true_eps_max']:.4g}")
+    if not found:
+        return 1
+    out = Path(report.compose_for(next(iter(EXPERIMENTS)), argv).paths.figures)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(found), figsize=(7.5 * len(found), 6), layout="constrained", squeeze=False)
+    for ax, c in zip(axes[0], found):
+        panel(ax, c)
+    fig.suptitle("Ground truth: the optimal LR the pipeline finds on a noisy quadratic against the theory's, one step "
+                 "from a known state", fontsize=11)
+    png = out / "ground_truth.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    payload = {"figure": png.name, "command": command, "experiments": [summary(c) for c in found]}
+    png.with_suffix(".json").write_text(json.dumps(report.plain(payload), indent=1))
+    print(f"wrote {png} and {png.with_suffix('.json').name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
