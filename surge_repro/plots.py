@@ -141,6 +141,10 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
             ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fmt_b(fit.b_noise)}", zorder=4)
         else:
             ax.plot([], [], color="red", ls="--", label=f"B_noise = {fmt_b(fit.b_noise)} (off the axis)")
+    if math.isfinite(fit.b_simple):  # the measured noise scale beside the fitted one (McCandlish: B_simple)
+        inside = x_edges[0] <= fit.b_simple <= x_edges[-1]
+        ax.axvline(fit.b_simple if inside else np.nan, color="tab:blue", ls=":", lw=1.8, zorder=4,
+                   label=f"B_simple (measured) = {fmt_b(fit.b_simple)}" + ("" if inside else " (off the axis)"))
     ax.set_xscale("log" if log_b else "linear")
     ax.set_yscale("log" if log_lr else "linear")
     ax.set_xlim(x_edges[[0, -1]])
