@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report.render(cfg, figures.TITLES["ground_truth.py"], command)
         found.append(c)
-        print(f"{experiment}: B_noise {fmt_b(c['fitted']['b_noise'], 4)} {c['fitted']['b_noise_ci']} against the "
-              f"true {c['true_b_noise']:.4g}; eps_max {c['fitted']['eps_max']:.4g} against {c['true_eps_max']:.4g}")
+        lo, hi = c["fitted"]["b_noise_ci"]
+        print(f"{experiment}: B_noise {fmt_b(c['fitted']['b_noise'], 4)} [{lo:.4g}, {hi:.4g}] against the true "
+              f"{c['true_b_noise']:.4g}; eps_max {c['fitted']['eps_max']:.4g} against {c['true_eps_max']:.4g}")
     if not found:
         return 1
     out = Path(report.compose_for(next(iter(EXPERIMENTS)), argv).paths.figures)

@@ -141,6 +141,11 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
             ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fmt_b(fit.b_noise)}", zorder=4)
         else:
             ax.plot([], [], color="red", ls="--", label=f"B_noise = {fmt_b(fit.b_noise)} (off the axis)")
+    eq2 = fit.curve["adam"]
+    if not fit.b_noise > 0 and math.isfinite(eq2["b_noise"]):  # no Eq 22: the law fitted to the optima instead
+        grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(x_edges[0], x_edges[-1], 300)
+        ax.plot(grid_b, LAWS["adam"][1](grid_b, eq2["eps_max"], eq2["b_noise"]), **LAW_STYLE["adam"], zorder=4,
+                label=f"Eq 2 fitted to the optima: eps_max = {eq2['eps_max']:.3g}, B_noise = {fmt_b(eq2['b_noise'])}")
     if math.isfinite(fit.b_simple):  # the measured noise scale beside the fitted one (McCandlish: B_simple)
         inside = x_edges[0] <= fit.b_simple <= x_edges[-1]
         ax.axvline(fit.b_simple if inside else np.nan, color="tab:blue", ls=":", lw=1.8, zorder=4,
@@ -179,7 +184,12 @@ def _times(p: int) -> str:
 
 def se_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
     s, e = np.asarray(fit.steps_at_opt, float), np.asarray(fit.examples_at_opt, float)
-    ok = np.isfinite(s) & np.isfinite(e)
+    ok = np.isfinite(s) & np.isfinite(e) & (s > 0)
+    if not ok.any():  # S = 0 (a target the runs start at: the ground truth) or no optimum reached it
+        ax.text(0.5, 0.5, "no S > 0 at the optimal LRs: nothing to fit by Eq 22\n(S = 0 means the target is met "
+                "before training)", ha="center", va="center", fontsize=9, transform=ax.transAxes)
+        ax.set_axis_off()
+        return
     # the power of ten goes into the axis label: matplotlib's offset text sits on the end of a long label
     px, py = _power(1 / e[ok]) if ok.any() else 0, _power(1 / s[ok]) if ok.any() else 0
     x_of, y_of = (lambda v: v / 10.0 ** px), (lambda v: v / 10.0 ** py)

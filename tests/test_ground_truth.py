@@ -8,6 +8,7 @@ version must recover Eq 1 and no surge. The grids take about 1.5 and 1 minute on
 Run: ``.venv/bin/python -m pytest tests/test_ground_truth.py``.
 """
 
+import json
 import math
 import subprocess
 import sys
@@ -144,3 +145,16 @@ def test_sgd_recovers_eq1_and_no_surge(store):
     assert np.all(np.diff(fit.lr_opt) > 0) and surge_verdict(fit)["verdict"] == "rise only"
     eq2 = fit.curve["adam"]  # the surge law puts its peak far beyond the grid, or finds none
     assert not eq2["b_noise"] < 10 * max(fit.batch_sizes)
+
+
+def test_the_report_draws_the_recovery_against_the_truth(store, tmp_path):
+    import runpy
+
+    main = runpy.run_path(str(ROOT / "reports" / "ground_truth.py"))["main"]
+    assert main([f"paths.store={store}", f"paths.figures={tmp_path}", "report.n_boot=200"]) == 0
+    numbers = json.loads((tmp_path / "ground_truth.json").read_text())
+    sign, sgd = numbers["experiments"]
+    assert abs(sign["b_noise_error"]) < 0.1 and abs(sgd["b_noise_error"]) < 0.1
+    assert sign["exact_peak_batch_size"] == pytest.approx(16.17, rel=0.01) and sgd["exact_peak_batch_size"] is None
+    for name in ("ground_truth.png", "ground_truth_sign.png", "ground_truth_sgd.png"):  # and the standard figures
+        assert (tmp_path / name).stat().st_size > 50_000
