@@ -12,7 +12,8 @@ instead of one. From them, unbiased per measurement:
 and, as McCandlish does, each is smoothed by its own moving average (bias-corrected like Adam's moments, Eq 25)
 before the ratio is taken: one measurement's |G|^2 is noisy and often negative at B << B_simple.
 
-Where: ``train.train_step`` and ``packed.Pack.train_step`` split the batch when ``NoiseScale.due``; ``PointRun``
+Where: ``train.train_step`` and ``packed.Pack.train_step`` split the batch (``measured_step_gradients``) when
+``NoiseScale.due``; ``PointRun``
 keeps one ``NoiseScale`` per point, logs B_simple in metrics.jsonl and records it at each target crossing, so
 ``store.load_grid`` has a ``b_simple`` column and every report shows it beside Eq 22's B_noise and the observed peak.
 
@@ -84,6 +85,23 @@ class NoiseScale:
 
         return {"b_simple": clean(self.value), "noise_trace": clean(self.trace), "grad_sq": clean(self.grad_sq),
                 "noise_measurements": self.measurements}
+
+
+def measured_step_gradients(loss_fn, params: list[torch.Tensor], batch: tuple, dim: int = 0, points: bool = False):
+    """The gradient of a minibatch taken as the weighted mean of its two halves' gradients, with the measurement.
+
+    ``loss_fn(part)`` is the loss of a part of ``batch`` (split along ``dim``): a scalar, or one per point when
+    ``points`` (a packed run: each point's gradient is that of its own loss). Returns (the minibatch loss, the
+    gradients in the order of ``params``, |G_1 - G_2|^2, |G_B|^2, the halves' sizes); see ``combine``."""
+    losses, grads = [], []
+    first, second, sizes = halves(batch, dim)
+    for part in (first, second):
+        loss = loss_fn(part)
+        found = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+        grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, found)])
+        losses.append(loss.detach())
+    full, diff_sq, full_sq = combine(*grads, sizes, points)
+    return (sizes[0] * losses[0] + sizes[1] * losses[1]) / sum(sizes), full, diff_sq, full_sq, sizes
 
 
 def halves(batch: tuple, dim: int = 0) -> tuple[tuple, tuple, tuple[int, int]]:

@@ -35,7 +35,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from surge_repro import checkpoint
 from surge_repro.config import build, validate
-from surge_repro.noise_scale import combine, halves
+from surge_repro.noise_scale import measured_step_gradients
 from surge_repro.point import signature
 from surge_repro.store import FINAL, PointDir
 from surge_repro.train import (
@@ -316,19 +316,13 @@ class Pack:
             losses = vmap(self.point_loss)(self.params, *batch)
             losses.sum().backward()  # the points are independent: each gets the gradient of its own loss
         else:
-            first, second, sizes = halves(batch, dim=1)
-            names = list(self.params)
-            parts, grads = [], []
-            for part in (first, second):
-                part_losses = vmap(self.point_loss)(self.params, *part)
-                grads.append(list(torch.autograd.grad(part_losses.sum(), [self.params[k] for k in names])))
-                parts.append(part_losses.detach())
-            full, diff_sq, full_sq = combine(*grads, sizes, points=True)
-            for k, g in zip(names, full):
-                self.params[k].grad = g
+            params = list(self.params.values())
+            losses, full, diff_sq, full_sq, sizes = measured_step_gradients(
+                lambda part: vmap(self.point_loss)(self.params, *part), params, batch, dim=1, points=True)
+            for p, g in zip(params, full):
+                p.grad = g
             for row, (d, f) in enumerate(zip(diff_sq.tolist(), full_sq.tolist())):
                 noise[row].add(d, f, sizes)
-            losses = (sizes[0] * parts[0] + sizes[1] * parts[1]) / sum(sizes)
         self._optimizer_step()
         return losses.detach()
 

@@ -124,9 +124,9 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
         _optima(ax, overlay, shifted, overlay_verdict, "tab:blue", "D", "fewest-steps LR")
 
     x_edges = _edges(b, log_b)
+    grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(
+        max(x_edges[0], 1e-3 * x_edges[-1]), x_edges[-1], 300)
     if fit.b_noise > 0:
-        grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(
-            max(x_edges[0], 1e-3 * x_edges[-1]), x_edges[-1], 300)
         for law, (label, fn) in LAWS.items():
             eps = fit.eps_max[law]
             if math.isfinite(eps):
@@ -143,7 +143,6 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
             ax.plot([], [], color="red", ls="--", label=f"B_noise = {fmt_b(fit.b_noise)} (off the axis)")
     eq2 = fit.curve["adam"]
     if not fit.b_noise > 0 and math.isfinite(eq2["b_noise"]):  # no Eq 22: the law fitted to the optima instead
-        grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(x_edges[0], x_edges[-1], 300)
         ax.plot(grid_b, LAWS["adam"][1](grid_b, eq2["eps_max"], eq2["b_noise"]), **LAW_STYLE["adam"], zorder=4,
                 label=f"Eq 2 fitted to the optima: eps_max = {eq2['eps_max']:.3g}, B_noise = {fmt_b(eq2['b_noise'])}")
     if math.isfinite(fit.b_simple):  # the measured noise scale beside the fitted one (McCandlish: B_simple)

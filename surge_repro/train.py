@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from surge_repro import checkpoint, provenance
 from surge_repro.config import build, validate
 from surge_repro.mirror import Mirror
-from surge_repro.noise_scale import NoiseScale, combine, halves
+from surge_repro.noise_scale import NoiseScale, measured_step_gradients
 from surge_repro.point import signature
 from surge_repro.protocol import DIVERGED, TargetTracker
 from surge_repro.store import FINAL, PointDir
@@ -104,8 +104,7 @@ class PointRun:
                 patience=proto.patience)
             point.begin(OmegaConf.to_yaml(resolved))
             self.step, elapsed, mirror_id, self.resumed = 0, 0.0, None, []
-            noise = cfg.get("noise_scale") or {}
-            self.noise = NoiseScale(self.batch_size, every=int(noise.get("every", 0)), ema=float(noise.get("ema", 16)))
+            self.noise = NoiseScale(self.batch_size, every=int(cfg.noise_scale.every), ema=float(cfg.noise_scale.ema))
             for event in self.tracker.start_events:  # targets the initial loss already meets: S = 0
                 point.append("events", event)
                 _log_event(sig, event)
@@ -228,19 +227,12 @@ def train_step(model, optimizer, scheduler, task, batch, noise: NoiseScale | Non
         loss = task.loss(model, batch)
         loss.backward()
     else:
-        first, second, sizes = halves(batch)
         params = [p for p in model.parameters() if p.requires_grad]
-        losses, grads = [], []
-        for part in (first, second):
-            part_loss = task.loss(model, part)
-            found = torch.autograd.grad(part_loss, params, allow_unused=True)
-            grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, found)])
-            losses.append(part_loss.detach())
-        full, diff_sq, full_sq = combine(*grads, sizes)
+        loss, full, diff_sq, full_sq, sizes = measured_step_gradients(lambda part: task.loss(model, part), params,
+                                                                      batch)
         for p, g in zip(params, full):
             p.grad = g
         noise.add(diff_sq.item(), full_sq.item(), sizes)
-        loss = (sizes[0] * losses[0] + sizes[1] * losses[1]) / sum(sizes)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()

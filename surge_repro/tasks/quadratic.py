@@ -40,8 +40,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
+from surge_repro import theory
 from surge_repro.tasks import TensorTask
 
 _SEED_STRIDE = 1_000_003  # example i of data_seed d is drawn from generator seed d * stride + i (size < stride)
@@ -108,9 +110,9 @@ def ray_truth(dim: int, rho: float, noise: float) -> dict:
     B_noise = tr(H Sigma) / G^T H G = noise^2 / lam."""
     lam = 1 - rho + rho * dim
     b_noise = math.pi * noise ** 2 / (2 * rho * (dim - 1))
-    peak = _golden(lambda b: float(sign_lr(b, dim, rho, noise)), 1e-3 * b_noise, 1e3 * b_noise)
+    peak, peak_lr = theory.refine_peak(lambda b: sign_lr(b, dim, rho, noise), 1e-3 * b_noise, 1e3 * b_noise, 100)
     return {"lam": lam, "b_noise": b_noise, "eps_max": math.sqrt(b_noise / (2 * math.pi)) * lam / noise,
-            "eq9_peak_batch_size": peak, "eq9_peak_lr": float(sign_lr(peak, dim, rho, noise)),
+            "eq9_peak_batch_size": peak, "eq9_peak_lr": peak_lr,
             "eq17_limit": 1.0,  # sum |mu| / 1^T H 1 = dim lam / (dim lam)
             "sgd_eps_max": 1 / lam, "sgd_b_noise": noise ** 2 / lam}
 
@@ -124,20 +126,7 @@ def sign_lr(batch_size, dim: int, rho: float, noise: float):
 
 
 def sgd_lr(batch_size, dim: int, rho: float, noise: float):
-    """Eq 1 on the ray at theta = 1: eps_opt = eps_max / (1 + B_noise / B), exact for SGD on a quadratic."""
+    """Eq 1 on the ray at theta = 1 (``theory.sgd_lr`` with ``ray_truth``'s eps_max and B_noise), exact for SGD on a
+    quadratic."""
     lam = 1 - rho + rho * dim
-    b = torch.as_tensor(batch_size, dtype=torch.float64)
-    return (1 / lam / (1 + noise ** 2 / lam / b)).numpy()
-
-
-def _golden(fn, lo: float, hi: float, iters: int = 100) -> float:
-    """The argmax of a unimodal ``fn`` on [lo, hi], by golden-section search in log B."""
-    a, b = math.log(lo), math.log(hi)
-    g = (math.sqrt(5) - 1) / 2
-    for _ in range(iters):
-        c, d = b - g * (b - a), a + g * (b - a)
-        if fn(math.exp(c)) > fn(math.exp(d)):
-            b = d
-        else:
-            a = c
-    return math.exp((a + b) / 2)
+    return theory.sgd_lr(np.asarray(batch_size, float), 1 / lam, noise ** 2 / lam)
