@@ -9,6 +9,8 @@ The loop is surge_repro.train.run; conf/ holds every choice.
 """
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from surge_repro import train
@@ -16,7 +18,11 @@ from surge_repro import train
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    return train.run(cfg)["status"]
+    summary = train.run(cfg)
+    if summary["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:  # a sweep's exit: its sweeper's
+        raise SystemExit(f"error: the point failed: {summary['error']}\nIts files are kept in the store; running "
+                         f"the same command again runs it again.")
+    return summary["status"]
 
 
 if __name__ == "__main__":

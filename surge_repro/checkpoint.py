@@ -7,10 +7,20 @@ boundary and deleted when the point's summary is written. It holds everything th
     params            the point's parameters, by name
     optimizer         the optimizer's state per parameter name (Adam's moments and step count, ...)
     rng               torch's global RNG states (CPU, and CUDA if used): dropout draws from them
-    run               the protocol tracker (targets crossed, windows open, EMA, probe schedule), the wall time so
-                      far, the sizes of metrics.jsonl / events.jsonl (lines written after the checkpoint are cut on
-                      resume, so none is duplicated), the W&B run id (resumed, not duplicated)
+    run               the protocol tracker's state (targets crossed, windows open, EMA, probe schedule) and the
+                      noise scale's, the wall time so far, the sizes of metrics.jsonl / events.jsonl (lines written
+                      after the checkpoint are cut on resume, so none is duplicated), the W&B run id (resumed, not
+                      duplicated)
     pack              for a point trained packed: the pack's id, size and this point's row in it
+    mode              how the point trains (``train.execution_mode``: alone or packed, threads, device type): a
+                      relaunch resumes it in the same mode, where the same bits come out
+
+Everything in it is a tensor, a number, a string, or a list or dict of those, and it is read with
+``torch.load(weights_only=True)``: a store may be shared by many users, and a pickle that runs code on load must
+not turn write access to it into code execution for everyone who reads it. A file that is refused (another format,
+a foreign pickle) or unreadable (truncated) is a corrupt checkpoint: a warning, the file kept in attempts/, the point
+starts over. ``checkpoint.json`` beside it holds its step and mode, so that ``surge_repro.status`` reports progress
+without opening the checkpoint at all.
 
 What is not stored because it is a function of the step: the data position (each epoch's order is the next draw of
 the seed's generator, ``TensorTask.epoch_orders``; the loops replay the draws up to the step) and the LR schedule
@@ -30,6 +40,7 @@ checkpoint, or restart).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -39,12 +50,14 @@ from typing import Callable, Iterator
 
 import torch
 
-from surge_repro.store import CHECKPOINT, PointDir, atomic_write, disk_errors
+from surge_repro.noise_scale import NoiseScale
+from surge_repro.protocol import TargetTracker
+from surge_repro.store import CHECKPOINT, CHECKPOINT_INFO, PointDir, atomic_write, disk_errors
 
 log = logging.getLogger("surge_repro")
 
 FILE = CHECKPOINT
-VERSION = 1
+VERSION = 2  # 2: plain data only (weights_only); 1 pickled the tracker and is refused
 
 _pending: Callable[[], None] | None = None  # submitit's handler, deferred from the signal to a step boundary
 _loops = 0  # training loops running in this process (0 or 1; a counter keeps nesting harmless)
@@ -55,38 +68,63 @@ def path(point: PointDir) -> Path:
 
 
 def save(point: PointDir, state: dict) -> None:
-    """Write ``state`` to the point's checkpoint: a temporary file, fsync, rename (a kill leaves the old one)."""
+    """Write ``state`` to the point's checkpoint: a temporary file, fsync, rename (a kill leaves the old one); then
+    its step and mode to checkpoint.json."""
     target = path(point)
     with disk_errors(target):
         atomic_write(target, lambda f: torch.save({"version": VERSION, **state}, f))
+        atomic_write(point.path / CHECKPOINT_INFO, json.dumps({"step": int(state["step"]), "mode": state.get("mode"),
+                                                               "pack": state.get("pack")}))
 
 
 def load(point: PointDir) -> dict | None:
-    """The point's checkpoint, or None if it has none or it cannot be read (then the run starts over, and
-    ``PointDir.begin`` moves the unreadable file to attempts/)."""
+    """The point's checkpoint, or None if it has none or it is refused or unreadable (then the run starts over, and
+    ``PointDir.begin`` moves the file to attempts/)."""
     target = path(point)
     if not target.exists():
         return None
     try:
-        # our own file, written by save(): it pickles the protocol tracker, so weights_only does not apply
-        state = torch.load(target, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated by a copy, or from another torch: not worth failing the point over
-        log.warning("%s: checkpoint unreadable (%s: %s); the point starts over from step 0", point.path.name,
-                    type(err).__name__, err)
-        return None
-    if state.get("version") != VERSION:
-        log.warning("%s: checkpoint of format %s, this code reads %s; the point starts over from step 0",
-                    point.path.name, state.get("version"), VERSION)
+        state = torch.load(target, map_location="cpu", weights_only=True)  # never unpickle a store's file
+        check(state)
+    except Exception as err:  # refused, truncated by a copy, or from another version: not worth failing the point over
+        log.warning("%s: checkpoint refused (%s: %s); the point starts over from step 0 and the file is kept in "
+                    "attempts/", point.path.name, type(err).__name__, str(err).splitlines()[0][:300])
         return None
     return state
 
 
-def step_of(point: PointDir) -> int | None:
-    """The step of the point's checkpoint, read without loading its tensors (memory-mapped); None if none."""
-    try:
-        return int(torch.load(path(point), map_location="cpu", mmap=True, weights_only=False)["step"])
-    except Exception:  # missing or unreadable: either way nothing to resume from
+def check(state: dict) -> None:
+    """Raise unless ``state`` is a checkpoint of this format whose tracker and noise scale rebuild."""
+    if not isinstance(state, dict) or state.get("version") != VERSION:
+        found = state.get("version") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"format {found}, this code reads {VERSION}")
+    missing = {"step", "model", "optimizer", "rng", "run", "pack", "mode"} - set(state)
+    if missing:
+        raise ValueError(f"lacks {sorted(missing)}")
+    missing = {"tracker", "noise", "step", "wall_s", "files", "mirror_id", "resumed", "mode", "mode_changes"} - \
+        set(state["run"])
+    if missing:
+        raise ValueError(f"its run state lacks {sorted(missing)}")
+    TargetTracker.from_state(state["run"]["tracker"])
+    NoiseScale.from_state(state["run"]["noise"])
+
+
+def info(point: PointDir) -> dict | None:
+    """The point's checkpoint.json (step, mode, pack: a JSON file, so nothing is unpickled), None if it has no
+    checkpoint or the record is unreadable."""
+    if not path(point).exists():
         return None
+    try:
+        record = json.loads((point.path / CHECKPOINT_INFO).read_text())
+        return record if isinstance(record.get("step"), int) else None
+    except (OSError, ValueError, AttributeError):  # missing or unreadable: either way nothing to go by
+        return None
+
+
+def step_of(point: PointDir) -> int | None:
+    """The step of the point's checkpoint (``info``); None if none."""
+    record = info(point)
+    return None if record is None else record["step"]
 
 
 def rng_state() -> dict:

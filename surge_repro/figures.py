@@ -104,17 +104,19 @@ def item_of(experiment: str) -> Item | None:
 def _final_in_sweep(argv: Sequence[str], store: str, experiment: str, finals: list[dict]) -> int:
     """How many points of the sweep ``argv`` are final in the store, matched by signature as
     ``python -m surge_repro.status`` matches them. Only jobs whose (B, LR, seed) some final point has are signed:
-    signing all 12,000 points of a 100-round grid takes minutes."""
+    signing all 12,000 points of a 100-round grid takes minutes. Where the data are not here to fingerprint (a store
+    copied from a cluster), a point counts when a final point has its (B, LR, seed)."""
     from surge_repro.launcher import group_jobs, with_pack_keys  # these import torch; the registry alone does not
     from surge_repro.point import signature
-    from surge_repro.status import expand
+    from surge_repro.status import expand, hydra_overrides
     from surge_repro.store import FINAL, PointDir
+    from surge_repro.tasks import DataError
 
     have = {(int(p["batch_size"]), f"{float(p['lr']):.6g}", int(p["seed"])) for p in finals}
-    fixed, jobs = expand(argv)
+    jobs = expand(argv)
     k = 0
     for group in group_jobs(jobs):  # one composition per batch size, as status.grid_points does
-        base = compose(fixed + jobs[group[0]])
+        base = compose(hydra_overrides(argv) + jobs[group[0]])
         for i in group:
             given = dict(o.lstrip("+~").split("=", 1) for o in jobs[i])
             try:  # the job's own LR and seed, read off its overrides: copying the config for each job is slow
@@ -124,7 +126,10 @@ def _final_in_sweep(argv: Sequence[str], store: str, experiment: str, finals: li
                 cfg = with_pack_keys(base, jobs[i])
                 key = (int(cfg.batch), f"{cfg.optimizer.lr:.6g}", int(cfg.seed))
             if key in have:
-                k += PointDir(store, experiment, signature(with_pack_keys(base, jobs[i]))).status() in FINAL
+                try:
+                    k += PointDir(store, experiment, signature(with_pack_keys(base, jobs[i]))).status() in FINAL
+                except DataError:
+                    k += 1
     return k
 
 
@@ -147,7 +152,7 @@ def sweep_status(item: Item, argv: Sequence[str] = ()) -> dict:
                 "text": f"config missing: conf/experiment/{item.experiment}.yaml ({len(finals)} final points in "
                         f"the store)"}
     sweep = [f"+experiment={item.experiment}", *argv]
-    n = len(expand(sweep)[1])
+    n = len(expand(sweep))
     k = _final_in_sweep(sweep, store, item.experiment, finals) if finals else 0
     state = "done" if k == n else "partial" if k else "not run"
     text = {"done": f"done ({n} points)", "partial": f"partial {k} of {n}", "not run": f"not run (0 of {n})"}[state]

@@ -25,7 +25,7 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -34,6 +34,9 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from surge_repro.mirror import decide
+from surge_repro.store import StoreError
 
 log = logging.getLogger("surge_repro")
 
@@ -58,6 +61,48 @@ def with_pack_keys(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     for override in OverridesParser.create().parse_overrides(keys):
         OmegaConf.update(job, override.key_or_group, override.value(), force_add=True)
     return job
+
+
+def check_sweep(compose_job: Callable[[Sequence[str]], DictConfig], jobs: Sequence[Sequence[str]]) -> None:
+    """Check every point of a sweep before any of them runs: its values (``config.validate``, the same messages as a
+    single run), its batch size against its task's data, and that its data are there. Composes one job per group
+    (``group_jobs``: the others differ only in LR and seed, set on copies). Raises SystemExit naming each problem
+    and a point that has it: nothing has been run or written."""
+    from surge_repro.config import ConfigError, build, validate
+    from surge_repro.tasks import DataError
+
+    problems: dict[str, list[str]] = {}
+    for group in group_jobs(jobs):
+        cfg, valid = compose_job(jobs[group[0]]), []
+        for i in group:
+            try:
+                validate(with_pack_keys(cfg, jobs[i]))
+                valid.append(i)
+            except ConfigError as err:
+                problems.setdefault(str(err), []).append(" ".join(jobs[i]))
+        if not valid:
+            continue
+        try:  # the data, once per group (the loaders cache it for the points this process runs)
+            build(cfg.task).check_batch_size(int(cfg.batch))
+        except (DataError, ValueError) as err:
+            problems.setdefault(str(err), []).extend(" ".join(jobs[i]) for i in valid)
+    if problems:
+        lines = [f"  {msg}\n    ({len(points)} point(s), e.g. {points[0]})" for msg, points in problems.items()]
+        raise SystemExit("error: the sweep has points that cannot run:\n" + "\n".join(lines)
+                         + "\nNo point of the sweep was run.")
+
+
+def failed_points(returns: Sequence[Sequence[JobReturn]]) -> list[tuple[str, str]]:
+    """(overrides, what happened) for each job of a sweep that did not finish its point: a point that failed (its
+    summary says why) or a unit that raised."""
+    out = []
+    for batch in returns:
+        for r in batch:
+            if r.status == JobStatus.FAILED:
+                out.append((" ".join(r.overrides), f"{type(r._return_value).__name__}: {r._return_value}"))
+            elif r.status == JobStatus.COMPLETED and r._return_value == "failed":
+                out.append((" ".join(r.overrides), "failed (the error is in its summary.json)"))
+    return out
 
 
 def _n_workers(n_jobs: int) -> int:
@@ -124,6 +169,7 @@ class PackedLauncher(Launcher):
              device_type: str | None = None) -> tuple[list[list[int]], dict[int, DictConfig], dict[int, str]]:
         """Units (lists of job indices: a pack, or one point), largest first; every job's config; and the jobs whose
         point the store already has as final, with its status (nothing to launch for them)."""
+        from surge_repro import checkpoint
         from surge_repro.point import signature
         from surge_repro.store import FINAL, PointDir
 
@@ -133,15 +179,25 @@ class PackedLauncher(Launcher):
         final: dict[int, str] = {}
         for group in group_jobs(job_overrides):
             cfgs.update(zip(group, self._group_configs(group, job_overrides, initial_job_idx)))
+            resumed: dict[tuple, list[int]] = {}
             for i in group:
-                status = PointDir(cfgs[i].paths.store, cfgs[i].experiment_name, signature(cfgs[i])).status()
+                point = PointDir(cfgs[i].paths.store, cfgs[i].experiment_name, signature(cfgs[i]))
+                status = point.status()
                 if status in FINAL:
                     final[i] = status
+                elif (info := checkpoint.info(point)) is not None:  # resumes in its mode: its own pack, or alone
+                    key = (info["pack"]["id"], info["step"]) if info.get("pack") else ("alone", i)
+                    resumed.setdefault(key, []).append(i)
+            for key, unit in resumed.items():
+                log.info("%d point(s) resume from their checkpoints %s", len(unit),
+                         f"as pack {key[0]} at step {key[1]}" if key[0] != "alone" else "alone")
+                units.append(unit)
             skipped = [i for i in group if i in final]
             if skipped:
                 log.info("%d point(s) already final in the store (%s): skipped", len(skipped),
                          ", ".join(f"{n} {s}" for s, n in sorted(Counter(final[i] for i in skipped).items())))
-            group = [i for i in group if i not in final]
+            taken = {i for unit in resumed.values() for i in unit}
+            group = [i for i in group if i not in final and i not in taken]
             if not group:
                 continue
             packs, why = self._packs(cfgs[group[0]], len(group), device_type)
@@ -180,6 +236,7 @@ class PackedLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         workers = _n_workers(int(self.n_jobs))
         units, cfgs, final = self.plan(job_overrides, initial_job_idx, workers)
+        decide(c.logger for c in cfgs.values())  # W&B's auto mode: the server is asked once for the whole sweep
         if workers > 1:  # torch would give every worker all cores; share them out instead (threads is not identity)
             share = max(1, (os.cpu_count() or 1) // workers)
             unset = [c for c in cfgs.values() if c.threads is None]
@@ -202,11 +259,15 @@ class PackedLauncher(Launcher):
                 delayed(_numbered)(k, *a) for k, a in enumerate(args))
         outcomes: dict[int, list] = {}
         points = 0
-        for k, outcome in finished:  # as units finish, in whatever order
-            outcomes[k] = outcome
-            points += len(outcome)
-            log.info("unit %d of %d finished (%d point(s)): %d of %d points finished", len(outcomes), len(units),
-                     len(outcome), points, sum(map(len, units)))
+        try:
+            for k, outcome in finished:  # as units finish, in whatever order
+                outcomes[k] = outcome
+                points += len(outcome)
+                log.info("unit %d of %d finished (%d point(s)): %d of %d points finished", len(outcomes), len(units),
+                         len(outcome), points, sum(map(len, units)))
+        except StoreError as err:  # every next point would fail the same way: stop, keep what is done
+            raise SystemExit(f"error: {err}\nThe sweep stopped after {points} of {sum(map(len, units))} point(s); "
+                             f"relaunch the same command once the store can be written.") from err
         return self.returns(units, [outcomes[k] for k in range(len(units))], final, job_overrides, sweep_dir)
 
 
@@ -230,7 +291,7 @@ def _run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
             summaries = packed.run_pack(cfgs, memory_fraction=memory_fraction)
         return [(JobStatus.COMPLETED, s["status"]) for s in summaries]
     except Exception as err:  # a config or data error: Hydra reports it for each job of the unit
-        if train.interrupted(err):  # a time limit or preemption: the task did not complete, its points stay incomplete
-            raise
+        if train.interrupted(err) or isinstance(err, StoreError):  # a time limit, preemption, a full disk: the
+            raise  # task did not complete, its points stay incomplete (and resume), and the sweep stops
         log.error("%s", err)
         return [(JobStatus.FAILED, err)] * len(cfgs)

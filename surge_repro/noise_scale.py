@@ -27,7 +27,7 @@ nothing measurable on a CPU.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -77,6 +77,14 @@ class NoiseScale:
         """B_simple in the task's batch units; NaN until measured or while |G|^2's average is not > 0."""
         g = self.grad_sq
         return self.trace / g if g > 0 else math.nan
+
+    def state_dict(self) -> dict:
+        """Its numbers, for a checkpoint (plain floats and ints: loaded with ``weights_only=True``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "NoiseScale":
+        return cls(**state)
 
     def record(self) -> dict:
         """What a target crossing keeps (JSON-ready: NaN becomes None)."""

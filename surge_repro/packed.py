@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import time
 import traceback
@@ -37,11 +38,12 @@ from surge_repro import checkpoint
 from surge_repro.config import build, validate
 from surge_repro.noise_scale import measured_step_gradients
 from surge_repro.point import signature
-from surge_repro.store import FINAL, PointDir
+from surge_repro.store import FINAL, PointDir, StoreError
 from surge_repro.train import (
     PointRun,
     _train,
     interrupted,
+    keep_mode,
     load_optimizer_state,
     probe_loss,
     setup,
@@ -165,6 +167,7 @@ def run_pack(cfgs: list[DictConfig], memory_fraction: float = 0.5) -> list[dict]
         return results
     _check_same_workload([cfgs[i] for i in todo])
     task = build(cfgs[todo[0]].task)  # missing or corrupt data fails here, before the store is touched
+    task.check_batch_size(int(cfgs[todo[0]].batch))  # so does a batch larger than the data
     task = setup(cfgs[todo[0]], task)[1]  # on the device once, for every pack of this call
     with contextlib.ExitStack() as claims:
         live = []
@@ -391,15 +394,27 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
     if states is None:
         pack_info = {"points": len(cfgs), "id": sigs[0]}
         rows = list(range(len(cfgs)))  # each point's row in the pack as it started: a resumed pack keeps the order
-        initial = pack.probe(rows, probe_batch)
+        try:
+            initial = pack.probe(rows, probe_batch)
+        except Exception as err:  # a model that cannot take its task's batches: every point failed
+            log.error("pack %s: failed before its first step: %s: %s", pack_info["id"], type(err).__name__, err)
+            return [PointRun(c, p, s, math.nan, device, pack=pack_info).finish(f"{type(err).__name__}: {err}")
+                    for c, p, s in zip(cfgs, points, sigs)]
         runs = [PointRun(c, p, s, loss, device, pack=pack_info) for c, p, s, loss in zip(cfgs, points, sigs, initial)]
     else:
         pack_info = {k: states[0]["pack"][k] for k in ("points", "id")}
         rows = [s["pack"]["row"] for s in states]
         step = states[0]["step"]
+        keep_mode(pack_info["id"], states[0], device)
+        live_then = states[0]["pack"].get("live", len(states))
+        smaller = None
+        if len(states) < live_then:  # pack-mates not relaunched: their rows are missing from the stack
+            smaller = f"resumed in a pack of {len(states)} of the {live_then} it was checkpointed with"
+            log.warning("pack %s: %s (the others were not relaunched): equal to rounding, not bit for bit; the "
+                        "summaries record it. Relaunch the same sweep to keep the pack whole", pack_info["id"], smaller)
         pack.load(states)
         checkpoint.set_rng_state(states[0]["rng"])
-        runs = [PointRun(c, p, s, None, device, pack=pack_info, resume=st["run"])
+        runs = [PointRun(c, p, s, None, device, pack=pack_info, resume=st["run"], mode_change=smaller)
                 for c, p, s, st in zip(cfgs, points, sigs, states)]
     log.info("pack %s: %d points of B=%d train together (LRs %s; seeds %s)", pack_info["id"], len(runs), batch_size,
              ",".join(sorted({f"{c.optimizer.lr:.3g}" for c in cfgs})), ",".join(sorted({str(c.seed) for c in cfgs})))
@@ -418,7 +433,8 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
             model, optimizer, shared = pack.state(r)
             checkpoint.save(points[j], {"step": step, "model": model, "optimizer": optimizer,
                                         "optimizer_shared": shared, "rng": rng, "run": runs[j].state(),
-                                        "pack": {**pack_info, "row": rows[j]}})
+                                        "pack": {**pack_info, "row": rows[j], "live": len(live)},
+                                        "mode": runs[j].mode})
 
     with checkpoint.Saver(cfg.checkpoint.every_s, save).running() as saver:
         try:
@@ -454,8 +470,8 @@ def _train_pack(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str],
                 if live:
                     saver.step()
         except Exception as err:  # every point still training is recorded as failed; a relaunch reruns them
-            if interrupted(err):
-                raise
+            if interrupted(err) or isinstance(err, StoreError):  # a full disk stops the sweep, not the point:
+                raise  # it stays incomplete and resumes from its last checkpoint once there is room
             error = f"{type(err).__name__}: {err}"
             log.error("pack %s: failed at step %d: %s\n%s", pack_info["id"], step, error, traceback.format_exc())
     for j in live:

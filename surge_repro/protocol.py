@@ -41,8 +41,9 @@ so the tests drive it with scripted loss sequences.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 RUNNING, DONE, DIVERGED, CAPPED = "running", "done", "diverged", "capped"
@@ -205,6 +206,29 @@ class TargetTracker:
         self._windows.clear()
         return [{"event": "diverged", "step": step, "loss": loss if math.isfinite(loss) else str(loss),
                  "reason": reason}]
+
+    def state_dict(self) -> dict:
+        """Everything the next ``update`` depends on, as numbers, strings, lists and dicts: a checkpoint holds it and
+        is read back with ``torch.load(weights_only=True)``, so nothing in a store is ever unpickled."""
+        state = copy.deepcopy(vars(self))
+        state["records"] = {t: asdict(r) for t, r in self.records.items()}
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TargetTracker":
+        """The tracker ``state_dict`` described. Raises (KeyError, TypeError, ValueError) on a state that is not one:
+        the caller treats it as a corrupt checkpoint."""
+        needed = set(vars(cls(targets=[1.0], k=1, batch_size=1, initial_loss=2.0)))  # what every tracker sets
+        known = needed | {f.name for f in fields(cls)}  # and fields that keep their class default until updated
+        if not needed <= set(state) <= known:
+            raise ValueError(f"not a tracker's state: lacks {sorted(needed - set(state))}, has unknown "
+                             f"{sorted(set(state) - known)}")
+        tracker = cls.__new__(cls)
+        vars(tracker).update(copy.deepcopy(state))
+        tracker.records = {float(t): TargetRecord(**r) for t, r in state["records"].items()}
+        tracker._windows = {float(t): [int(e) for e in ends] for t, ends in state["_windows"].items()}
+        tracker._last, tracker._best = tuple(state["_last"]), tuple(state["_best"])
+        return tracker
 
     def summary(self) -> list[dict]:
         """One dict per target, highest target first, for summary.json."""

@@ -9,14 +9,18 @@ Layout, under ``paths.store``::
         summary.json                written once when a run ends, atomically: status, the point, one record per
                                     target, steps, wall time, provenance
         checkpoint.pt               the state of a run in progress (``checkpoint``); gone once summary.json is there
+        checkpoint.json             its step and mode (``surge_repro.status`` reads this, never the checkpoint)
         attempts/<n>/               files of earlier runs of the point that did not finish; kept, never read
         .lock                       flock-ed while a run of the point is in progress
 
 Point statuses: ``done`` (every target reached and its drop measured), ``capped`` (a cap or a stall came first),
-``diverged``; these three are final and a relaunch skips them. ``failed`` (an exception, named in summary.json) and
-``incomplete`` (files but no summary and no lock: a killed run) are run again by a relaunch, from their checkpoint
-if they have one. ``running`` means another
-process holds the lock.
+``diverged``; these three are final and a relaunch skips them. ``failed`` (an exception, named in summary.json),
+``corrupt`` (a summary.json that does not parse or lacks what this code writes: ``check_summary``) and
+``incomplete`` (files but no summary and no lock: a killed run) are run again by a relaunch (their files move to
+attempts/), from their checkpoint if they have one. ``running`` means another process holds the lock.
+
+Files are written with the permissions the umask allows (``0o666 & ~umask``), as ``open`` would, so that the other
+users of a shared store can read them; they are data, and nothing here unpickles them.
 
 ``load_grid`` returns the tidy table, one row per (run x target), built from summary.json files only. Its columns:
 
@@ -35,12 +39,19 @@ process holds the lock.
     estimate_drop_after_k                 the same drop read off the loss estimate
     b_simple, noise_trace, grad_sq        McCandlish's B_simple = tr(Sigma) / |G|^2 measured in training, and its
                                           two moving averages, at S (``noise_scale``; NaN where not measured)
-    steps, examples_seen, wall_s          the whole run (wall_s of a packed run: from its pack's start to its finish)
+    steps, examples_seen, wall_s          the whole run (wall_s of a packed run: from its pack's start to its finish,
+                                          less time spent in W&B)
     pack_id, pack_points                  the pack it trained in and how many points that pack started with (its
                                           own signature and 1 for a point trained alone)
+    mode                                  how it trained: "alone" or "packed", threads, device (``train.execution_mode``)
+    grid, data                            the grid it belongs to (a hash of its identity minus batch, LR and seed:
+                                          ``point.grid_of``) and the fingerprint of its data
     git_sha, git_dirty                    provenance of the code that ran it
 
-Run ``python -m surge_repro.store [STORE] [EXPERIMENT ...]`` for the count of points in each status.
+``load_grid(...).attrs["grids"]`` maps each grid to its identity's dotted keys, so that ``one_grid`` can name the
+keys on which an experiment's grids differ.
+
+Run ``python -m surge_repro.store [STORE] [EXPERIMENT ...]`` for the count of points in each status (``--help``).
 """
 
 from __future__ import annotations
@@ -65,12 +76,14 @@ log = logging.getLogger("surge_repro")
 
 FINAL = ("done", "capped", "diverged")
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_INFO = "checkpoint.json"  # the checkpoint's step and mode, for status: readable without unpickling
 STREAMS = ("metrics", "events")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
     "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
     "loss_after_k", "loss_drop_after_k", "windows", "loss_drop_mean", "estimate_drop_after_k", "b_simple",
-    "noise_trace", "grad_sq", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "git_sha", "git_dirty",
+    "noise_trace", "grad_sq", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "mode", "grid", "data",
+    "git_sha", "git_dirty",
 ]
 
 
@@ -78,11 +91,27 @@ class StoreError(RuntimeError):
     """The store cannot be written or read. The message says what to do; finished points are never touched."""
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, hence the branch above)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, content: str | Callable[[IO[bytes]], None]) -> None:
     """Write to a temporary file beside ``path``, fsync, rename: a reader sees the old file or the new one.
-    ``content``: the text, or a function that writes the bytes to the open file (``torch.save``)."""
+    ``content``: the text, or a function that writes the bytes to the open file (``torch.save``). The file gets the
+    permissions ``open`` would give it (mkstemp's are 0600: other users of a shared store could not read it)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -97,16 +126,70 @@ def atomic_write(path: Path, content: str | Callable[[IO[bytes]], None]) -> None
         raise
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG)
+
+
+def _disk_cause(err: BaseException) -> OSError | None:
+    """The OSError of a full disk or a read-only store behind ``err``, if any. torch.save reports a failed write
+    as a RuntimeError from its zip writer ("PytorchStreamWriter failed writing file ... inline_container.cc"), with
+    the OSError of the file's write as its context."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def _free(path: Path) -> str:
+    for folder in (path.parent, *path.parents):
+        try:
+            return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free on its file system"
+        except OSError:
+            continue
+    return "free space unknown"
+
+
 @contextlib.contextmanager
 def disk_errors(path: Path) -> Iterator[None]:
     """Turn a full disk or a read-only store into an error that says so and names the fix."""
     try:
         yield
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-            raise StoreError(f"cannot write {path}: {err.strerror}. Free space or fix permissions there (or point "
-                             f"paths.store elsewhere) and relaunch: finished points are kept and skipped.") from err
-        raise
+    except (OSError, RuntimeError) as err:
+        cause = _disk_cause(err)
+        writer = isinstance(err, RuntimeError) and ("PytorchStreamWriter" in str(err) or "inline_container" in str(err))
+        if cause is None and not writer:
+            raise
+        why = cause.strerror if cause is not None else f"the write failed ({str(err).splitlines()[0][:120]})"
+        raise StoreError(f"cannot write {path}: {why}; {_free(path)}. Free space or fix permissions there (a "
+                         f"store's checkpoint.pt files of interrupted runs, attempts/ folders and the W&B folders are "
+                         f"what can go; or point paths.store elsewhere) and relaunch: finished points are kept and "
+                         f"skipped.") from err
+
+
+_POINT_KEYS = {"task": str, "model": str, "optimizer": str, "batch_size": int, "lr": (int, float), "seed": int,
+               "k": int}
+_TARGET_KEYS = {"target": (int, float), "reached": bool}
+
+
+def check_summary(summary: object) -> str | None:
+    """None if ``summary`` has what this code writes and reads (``train.PointRun.finish``), else what it lacks.
+    A summary that fails this is corrupt: the point runs again, and no report reads it."""
+    if not isinstance(summary, dict):
+        return "not a JSON object"
+    if summary.get("status") not in FINAL + ("failed",):
+        return f"status {summary.get('status')!r} is none of {', '.join(FINAL + ('failed',))}"
+    for key, kind in (("experiment", str), ("signature", str), ("point", dict), ("targets", list)):
+        if not isinstance(summary.get(key), kind):
+            return f"{key} is missing or not a {kind.__name__}"
+    point = summary["point"]
+    bad = [k for k, kind in _POINT_KEYS.items() if not isinstance(point.get(k), kind) or isinstance(point.get(k), bool)]
+    if bad:
+        return f"point lacks {', '.join(bad)}"
+    for rec in summary["targets"]:
+        if not isinstance(rec, dict) or any(not isinstance(rec.get(k), kind) for k, kind in _TARGET_KEYS.items()):
+            return f"a target record lacks {', '.join(_TARGET_KEYS)}"
+    return None
 
 
 class PointDir:
@@ -117,23 +200,32 @@ class PointDir:
         self._lock_file = None
         self._streams: dict[str, object] = {}
 
-    def summary(self) -> dict | None:
+    def read_summary(self) -> tuple[dict | None, str | None]:
+        """(the summary, None), (None, what is wrong with it), or (None, None) when there is none."""
         try:
-            return json.loads((self.path / "summary.json").read_text())
+            summary = json.loads((self.path / "summary.json").read_text())
         except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # cannot happen through atomic_write; if it does (copied store), rerun the point
+            return None, None
+        except NotADirectoryError as err:
+            raise StoreError(f"{err.filename} is not a directory: is paths.store a store?") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # not through atomic_write: a copied or edited store
+            return None, f"unreadable ({type(err).__name__})"
+        problem = check_summary(summary)
+        return (None, problem) if problem else (summary, None)
+
+    def summary(self) -> dict | None:
+        """The point's summary if it has a sound one (``check_summary``), else None."""
+        return self.read_summary()[0]
 
     def status(self) -> str:
-        summary = self.summary()
-        if summary is not None and summary.get("status") in FINAL + ("failed",):
+        summary, problem = self.read_summary()
+        if summary is not None:
             return summary["status"]
         if not self.path.exists():
             return "missing"
         if self._locked_elsewhere():
             return "running"
-        return "incomplete"
+        return "corrupt" if problem else "incomplete"
 
     def _locked_elsewhere(self) -> bool:
         lock = self.path / ".lock"
@@ -172,8 +264,8 @@ class PointDir:
         """Start a run: move an unfinished earlier run's files to attempts/<n>/, write config.yaml."""
         assert self._lock_file is not None, "begin() needs claim()"
         with disk_errors(self.path):
-            leftovers = [p for p in ("config.yaml", "metrics.jsonl", "events.jsonl", "summary.json", CHECKPOINT)
-                         if (self.path / p).exists()]
+            leftovers = [p for p in ("config.yaml", "metrics.jsonl", "events.jsonl", "summary.json", CHECKPOINT,
+                                     CHECKPOINT_INFO) if (self.path / p).exists()]
             if leftovers:
                 attempts = self.path / "attempts"
                 n = len(list(attempts.glob("*"))) if attempts.exists() else 0
@@ -225,8 +317,9 @@ class PointDir:
         self.close_streams()
         with disk_errors(self.path / "summary.json"):
             atomic_write(self.path / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
-        with contextlib.suppress(FileNotFoundError):
-            (self.path / CHECKPOINT).unlink()  # a final or failed point never resumes
+        for name in (CHECKPOINT, CHECKPOINT_INFO):  # a final or failed point never resumes
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
 
 
 def point_dirs(store: str | Path, experiment: str) -> list[Path]:
@@ -234,8 +327,37 @@ def point_dirs(store: str | Path, experiment: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._") if root.is_dir() else []
 
 
-def _rows(summary: dict) -> Iterator[dict]:
+def _identity(summary: dict, folder: Path) -> dict:
+    """The point's identity: from its summary, or for summaries written before they held it, from its config.yaml
+    (its data then unknown)."""
+    if isinstance(summary.get("identity"), dict):
+        return summary["identity"]
+    from omegaconf import OmegaConf
+
+    from surge_repro.point import strip
+
+    unknown = "unknown: the summary predates data fingerprints"
+    try:
+        tree = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=False)
+    except Exception:  # no or unreadable config.yaml: what the summary says of the point is all there is
+        return {"point": {k: v for k, v in summary["point"].items() if k not in ("batch_size", "lr", "seed")},
+                "data": unknown}
+    return strip({**tree, "data": unknown})
+
+
+def _mode(summary: dict) -> str:
+    mode = summary.get("mode")
+    if not isinstance(mode, dict):  # summaries before modes were recorded
+        return "packed" if summary.get("pack") else "alone"
+    return f"{'packed' if mode.get('packed') else 'alone'}, {mode.get('threads')} threads, {mode.get('device')}"
+
+
+def _rows(summary: dict, folder: Path) -> Iterator[dict]:
+    from surge_repro.point import grid_of
+
     point, prov = summary["point"], summary.get("provenance", {})
+    ident = _identity(summary, folder)
+    grid, _ = grid_of(ident)
     base = {
         "experiment": summary["experiment"], "signature": summary["signature"], "status": summary["status"],
         **{k: point.get(k) for k in ("task", "model", "optimizer", "batch_size", "batch_unit", "lr", "seed", "k")},
@@ -243,8 +365,8 @@ def _rows(summary: dict) -> Iterator[dict]:
         "beta1": point.get("beta1", math.nan), "beta2": point.get("beta2", math.nan),
         "steps": summary.get("steps"), "examples_seen": summary.get("examples_seen"), "wall_s": summary.get("wall_s"),
         "pack_id": (summary.get("pack") or {}).get("id", summary["signature"]),
-        "pack_points": (summary.get("pack") or {}).get("points", 1),
-        "git_sha": prov.get("git_sha"), "git_dirty": prov.get("git_dirty"),
+        "pack_points": (summary.get("pack") or {}).get("points", 1), "mode": _mode(summary), "grid": grid,
+        "data": ident.get("data"), "git_sha": prov.get("git_sha"), "git_dirty": prov.get("git_dirty"),
     }
     for rec in summary.get("targets", []):
         # a window cut short by divergence is the worst outcome an LR can have, not a missing value
@@ -265,19 +387,70 @@ def _rows(summary: dict) -> Iterator[dict]:
 
 
 def load_grid(store: str | Path, experiment: str, statuses: tuple[str, ...] = FINAL) -> pd.DataFrame:
-    """The tidy table of an experiment: one row per (run x target), for runs whose status is in ``statuses``."""
-    rows = []
+    """The tidy table of an experiment: one row per (run x target), for runs whose status is in ``statuses``.
+    Corrupt summaries are left out, with a warning that names them (a relaunch runs their points again)."""
+    from surge_repro.point import grid_of
+
+    rows, grids, corrupt = [], {}, []
     for d in point_dirs(store, experiment):
-        summary = PointDir(store, experiment, d.name).summary()
+        summary, problem = PointDir(store, experiment, d.name).read_summary()
+        if problem:
+            corrupt.append(f"{d.name} ({problem})")
         if summary is not None and summary.get("status") in statuses:
-            rows.extend(_rows(summary))
+            rows.extend(_rows(summary, d))
+            grid, keys = grid_of(_identity(summary, d))
+            grids.setdefault(grid, keys)
+    if corrupt:
+        log.warning("%s/%s: %d corrupt summary.json left out (a relaunch runs these points again): %s", store,
+                    experiment, len(corrupt), ", ".join(corrupt[:5]) + (" ..." if len(corrupt) > 5 else ""))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     numeric = ["batch_size", "lr", "beta1", "beta2", "seed", "k", "target_loss", "steps_to_target",
                "examples_to_target", "loss_at_target", "loss_after_k", "loss_drop_after_k", "windows",
                "loss_drop_mean", "estimate_drop_after_k", "steps", "examples_seen", "wall_s", "pack_points"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     frame[["batch_size", "seed"]] = frame[["batch_size", "seed"]].astype("Int64")
+    frame.attrs["grids"] = grids
     return frame
+
+
+class MixedGridsError(ValueError):
+    """An experiment's points belong to more than one grid; the message names the keys that differ and the fix."""
+
+
+def one_grid(table: pd.DataFrame, select: list[str] | tuple[str, ...] = (), where: str = "the table") -> pd.DataFrame:
+    """The rows of the one grid in ``table`` (``load_grid``): points that agree on every identity key but batch
+    size, LR and seed. ``select``: ``key=value`` pairs (dotted identity keys, values as ``point.canonical`` writes
+    them) that pick one grid when the table holds several. Raises ``MixedGridsError`` naming the keys whose values
+    differ between grids (and how many points each has) when the table mixes grids and ``select`` picks not one:
+    runs with different configs must never be merged into one cell."""
+    grids: dict[str, dict] = table.attrs.get("grids", {})
+    present = list(dict.fromkeys(table["grid"])) if "grid" in table else []
+    keep = present
+    for item in select:
+        key, _, value = str(item).partition("=")
+        keep = [g for g in keep if str(grids.get(g, {}).get(key)) == value]
+    if len(keep) == 1:
+        return table[table["grid"] == keep[0]] if len(present) > 1 else table
+    if len(present) <= 1 and not select:
+        return table
+    keys = sorted({k for g in present for k in grids.get(g, {})})
+    differ = [k for k in keys if len({json.dumps(grids.get(g, {}).get(k), sort_keys=True) for g in present}) > 1]
+    points = table.drop_duplicates("signature").groupby("grid").size().to_dict()
+    lines = []
+    for k in differ[:6]:
+        values: dict[str, int] = {}
+        for g in present:
+            v = str(grids.get(g, {}).get(k))
+            values[v] = values.get(v, 0) + points.get(g, 0)
+        shown = ", ".join(f"{v} ({n} points)" for v, n in list(values.items())[:4])
+        lines.append(f"  {k}: {shown}" + (f" and {len(values) - 4} more values" if len(values) > 4 else ""))
+    first = differ[0] if differ else "key"
+    example = f"{first}={grids.get(present[0], {}).get(first)}" if present else "key=value"
+    picked = f"report.select={list(select)} picks {len(keep)} of them. " if select else ""
+    raise MixedGridsError(
+        f"{where} holds {len(present)} grids of points that differ beyond batch size, LR and seed; a fit of their "
+        f"mix would put one run per cell where there are several:\n" + "\n".join(lines) + f"\n{picked}Fix: pick "
+        f"one with 'report.select=[\"{example}\"]', or give each grid its own experiment_name.")
 
 
 def status_counts(store: str | Path, experiment: str) -> Counter:
@@ -285,17 +458,28 @@ def status_counts(store: str | Path, experiment: str) -> Counter:
 
 
 def main(argv: list[str]) -> int:
-    store = Path(argv[0]) if argv else Path("store")
-    experiments = argv[1:]
-    if not experiments and store.is_dir():
-        experiments = sorted(p.name for p in store.iterdir() if p.is_dir())
-    if not experiments:
-        print(f"no experiments under {store}/")
-        return 1
-    for exp in experiments:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m surge_repro.store",
+                                     description="Count the points of a store's experiments in each status.")
+    parser.add_argument("store", nargs="?", default="store", help="the store directory (paths.store; default store)")
+    parser.add_argument("experiments", nargs="*", help="experiments to count (default: every one in the store)")
+    args = parser.parse_args(argv)
+    store = Path(args.store)
+    if not store.is_dir():
+        parser.error(f"{store} is not a store directory (paths.store). Fix: give the folder run.py wrote into")
+    found = sorted(p.name for p in store.iterdir() if p.is_dir() and p.name[0] not in "._")
+    unknown = [e for e in args.experiments if e not in found]
+    if unknown:
+        parser.error(f"no experiment {', '.join(unknown)} in {store}/; it holds: {', '.join(found) or 'none'}")
+    if not found:
+        print(f"{store}/ holds no experiments yet")
+        return 0
+    for exp in args.experiments or found:
         counts = status_counts(store, exp)
         total = sum(counts.values())
-        parts = ", ".join(f"{counts[s]} {s}" for s in (*FINAL, "failed", "incomplete", "running") if counts[s])
+        parts = ", ".join(f"{counts[s]} {s}" for s in (*FINAL, "failed", "corrupt", "incomplete", "running")
+                          if counts[s])
         print(f"{exp}: {total} points: {parts or 'none'}")
     return 0
 

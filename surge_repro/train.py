@@ -26,16 +26,16 @@ from surge_repro import checkpoint, provenance
 from surge_repro.config import build, validate
 from surge_repro.mirror import Mirror
 from surge_repro.noise_scale import NoiseScale, measured_step_gradients
-from surge_repro.point import signature
+from surge_repro.point import identity, signature
 from surge_repro.protocol import DIVERGED, TargetTracker
-from surge_repro.store import FINAL, PointDir
+from surge_repro.store import FINAL, PointDir, StoreError
 
 log = logging.getLogger("surge_repro")
 
 
 def run(cfg: DictConfig) -> dict:
     """Train the point unless the store already has it; return its summary (status ``running`` if another process
-    holds it)."""
+    holds it). A point checkpointed in a pack resumes as a pack (of one, if it is alone now): in its mode."""
     validate(cfg)
     sig = signature(cfg)
     point = PointDir(cfg.paths.store, cfg.experiment_name, sig)
@@ -44,13 +44,19 @@ def run(cfg: DictConfig) -> dict:
         log.info("%s: already %s in %s; skipped", sig, status, point.path)
         return point.summary()
     task = build(cfg.task)  # missing or corrupt data fails here, before the store is touched
+    task.check_batch_size(int(cfg.batch))  # so does a batch larger than the data: a config error, not a run's
     with point.claim() as claimed:
         if not claimed:
             log.info("%s: another process is running this point; skipped", sig)
             return {"status": "running", "signature": sig}
         if point.status() in FINAL:  # finished by another process while this one loaded data
             return point.summary()
-        return _train(cfg, point, sig, task, checkpoint.load(point))
+        state = checkpoint.load(point)
+        if state is not None and state["pack"]:
+            from surge_repro.packed import _train_pack  # packed builds on this module
+
+            return _train_pack([cfg], [point], [sig], task, [state])[0]
+        return _train(cfg, point, sig, task, state)
 
 
 def device_for(name: str) -> torch.device:
@@ -67,6 +73,26 @@ def setup(cfg: DictConfig, task):
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     return device, task.to(device)
+
+
+def execution_mode(device: torch.device, packed: bool) -> dict:
+    """How a point trains, beyond its identity: alone or packed (vmap's batched kernels), the CPU threads (a
+    kernel's reductions split by thread count) and the device. Runs of one point in one mode give the same bits; in
+    two modes they agree to float rounding, which training amplifies (the README's "what can go wrong")."""
+    return {"packed": bool(packed), "threads": torch.get_num_threads(), "device": device.type}
+
+
+def keep_mode(sig: str, state: dict, device: torch.device) -> None:
+    """Resume a checkpointed point in the mode it trained in: its thread count (whatever ``threads`` says now); a
+    device that cannot be kept is named in the log."""
+    mode = state["mode"]
+    if mode["threads"] != torch.get_num_threads():
+        log.info("%s: resumes with %d threads as it trained (not %d): the same bits", sig, mode["threads"],
+                 torch.get_num_threads())
+        torch.set_num_threads(int(mode["threads"]))
+    if mode["device"] != device.type:
+        log.warning("%s: trained on %s and resumes on %s: equal to rounding, not bit for bit (the summary records "
+                    "it)", sig, mode["device"], device.type)
 
 
 def _point_fields(cfg: DictConfig) -> dict:
@@ -86,12 +112,14 @@ class PointRun:
     The sequential loop below and the packed loop (``surge_repro.packed``) both train and hand it one minibatch loss
     per optimizer step; it records events and metrics and, at the end, the summary. ``pack`` (packed runs only) says
     which pack the point trained in, and lands in summary.json. ``resume`` is the ``state()`` of a run that was
-    interrupted (from its checkpoint): the run goes on from there, and ``initial_loss`` is not needed.
+    interrupted (from its checkpoint): the run goes on from there, and ``initial_loss`` is not needed;
+    ``mode_change`` says why it goes on in another mode than it trained in (recorded in ``mode_changes``).
     """
 
     def __init__(self, cfg: DictConfig, point: PointDir, sig: str, initial_loss: float | None, device: torch.device,
-                 pack: dict | None = None, resume: dict | None = None):
+                 pack: dict | None = None, resume: dict | None = None, mode_change: str | None = None):
         self.cfg, self.point, self.sig, self.device, self.pack = cfg, point, sig, device, pack
+        mode = execution_mode(device, packed=pack is not None)
         self.batch_size = int(cfg.batch)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if resume is None:
@@ -104,19 +132,25 @@ class PointRun:
                 patience=proto.patience)
             point.begin(OmegaConf.to_yaml(resolved))
             self.step, elapsed, mirror_id, self.resumed = 0, 0.0, None, []
+            self.mode, self.mode_changes = mode, []
             self.noise = NoiseScale(self.batch_size, every=int(cfg.noise_scale.every), ema=float(cfg.noise_scale.ema))
             for event in self.tracker.start_events:  # targets the initial loss already meets: S = 0
                 point.append("events", event)
                 _log_event(sig, event)
         else:
-            self.tracker = resume["tracker"]
-            self.noise = resume.get("noise") or NoiseScale(self.batch_size, every=0)  # older checkpoints: none
+            self.tracker = TargetTracker.from_state(resume["tracker"])
+            self.noise = NoiseScale.from_state(resume["noise"])
             point.resume(OmegaConf.to_yaml(resolved), resume["files"])
             self.step, elapsed, mirror_id = resume["step"], resume["wall_s"], resume["mirror_id"]
             self.resumed = resume["resumed"] + [self.step]
+            self.mode, self.mode_changes = resume["mode"], resume["mode_changes"]
+            if mode != self.mode or mode_change:  # a device or pack-mates that could not be kept (``keep_mode``)
+                why = mode_change or f"resumed on {mode['device']}, trained on {self.mode['device']}"
+                self.mode_changes = self.mode_changes + [{"step": self.step, "mode": mode, "why": why}]
         self.mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path,
                              resume_id=mirror_id)
-        self.start = time.perf_counter() - elapsed  # wall_s counts training time over all of the run's attempts
+        # wall_s counts training time over all of the run's attempts, without the time this process spends in W&B
+        self.start, self.mirror_start = time.perf_counter() - elapsed, Mirror.seconds
         self.last_report = time.perf_counter()
         self.loss = math.nan
         log.info("%s: B=%d lr=%.6g seed=%d -> %s%s", sig, self.batch_size, cfg.optimizer.lr, cfg.seed, point.path,
@@ -124,9 +158,14 @@ class PointRun:
 
     def state(self) -> dict:
         """What a checkpoint keeps of this run's bookkeeping (``resume`` takes it back)."""
-        return {"tracker": self.tracker, "noise": self.noise, "step": self.step,
-                "wall_s": time.perf_counter() - self.start, "files": self.point.stream_sizes(),
-                "mirror_id": self.mirror.id, "resumed": self.resumed}
+        return {"tracker": self.tracker.state_dict(), "noise": self.noise.state_dict(), "step": self.step,
+                "wall_s": self.wall_s(), "files": self.point.stream_sizes(), "mirror_id": self.mirror.id,
+                "resumed": self.resumed, "mode": self.mode, "mode_changes": self.mode_changes}
+
+    def wall_s(self) -> float:
+        """Seconds this run has trained, over all its attempts, less what this process spent in W&B meanwhile (an
+        unreachable server must not read as a slow point)."""
+        return time.perf_counter() - self.start - (Mirror.seconds - self.mirror_start)
 
     @property
     def finished(self) -> bool:
@@ -146,7 +185,7 @@ class PointRun:
             _log_event(self.sig, event)
         if events or step % cfg.progress.log_every == 0 or tracker.finished:
             record = {"step": step, "examples": step * self.batch_size, "loss": loss, "estimate": tracker.estimate,
-                      "lr": lr, "wall_s": round(time.perf_counter() - self.start, 3)}
+                      "lr": lr, "wall_s": round(self.wall_s(), 3)}
             if self.noise.measurements:
                 record["b_simple"] = self.noise.record()["b_simple"]
             self.point.append("metrics", record)
@@ -165,8 +204,9 @@ class PointRun:
             "signature": self.sig, "point": _point_fields(self.cfg), "targets": tracker.summary(), "steps": step,
             "examples_seen": step * self.batch_size, "initial_loss": tracker.initial_loss,
             "final_probe_loss": tracker.probe_loss, "final_estimate": tracker.estimate, "probes": tracker.probes,
-            "wall_s": round(time.perf_counter() - self.start, 3), "error": error, "pack": self.pack,
-            "resumed_at": self.resumed, "provenance": provenance.collect(self.device),
+            "wall_s": round(self.wall_s(), 3), "error": error, "pack": self.pack, "mode": self.mode,
+            "mode_changes": self.mode_changes, "resumed_at": self.resumed, "identity": identity(self.cfg),
+            "provenance": provenance.collect(self.device),
         }
         self.point.write_summary(summary)
         self.mirror.finish({k: summary[k] for k in ("status", "targets", "steps", "examples_seen", "wall_s")})
@@ -275,11 +315,14 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
 
     step = 0
     if state is None:
-        run_ = PointRun(cfg, point, sig, probe(), device)
+        try:
+            initial = probe()
+        except Exception as err:  # a model that cannot take its task's batches: failed, as in the loop below
+            log.error("%s: failed before its first step: %s: %s", sig, type(err).__name__, err)
+            return PointRun(cfg, point, sig, math.nan, device).finish(f"{type(err).__name__}: {err}")
+        run_ = PointRun(cfg, point, sig, initial, device)
     else:
-        if state["pack"]:
-            log.info("%s: resumes alone from a checkpoint of pack %s (equal to the pack's run to rounding, not bit "
-                     "for bit)", sig, state["pack"]["id"])
+        keep_mode(sig, state, device)
         step = state["step"]
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, names, state["optimizer"])
@@ -292,7 +335,8 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
 
     def save() -> None:
         checkpoint.save(point, {"step": step, "model": model.state_dict(), "rng": checkpoint.rng_state(),
-                                "optimizer": optimizer_state(optimizer, names), "run": run_.state(), "pack": None})
+                                "optimizer": optimizer_state(optimizer, names), "run": run_.state(), "pack": None,
+                                "mode": run_.mode})
 
     error = None
     batches = task.batches(int(cfg.batch), cfg.seed, start=step)
@@ -306,8 +350,8 @@ def _train(cfg: DictConfig, point: PointDir, sig: str, task, state: dict | None 
                 if not run_.finished:
                     saver.step()
         except Exception as err:  # a failed run is recorded, the sweep goes on, a relaunch reruns it
-            if interrupted(err):
-                raise
+            if interrupted(err) or isinstance(err, StoreError):  # a full disk stops the sweep, not the point:
+                raise  # it stays incomplete and resumes from its last checkpoint once there is room
             error = f"{type(err).__name__}: {err}"
             log.error("%s: failed at step %d: %s\n%s", sig, run_.step, error, traceback.format_exc())
     return run_.finish(error)

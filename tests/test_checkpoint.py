@@ -124,16 +124,23 @@ def test_a_pack_stopped_by_the_signal_resumes_as_the_same_pack_bit_for_bit(make_
     assert got[0]["resumed_at"] == got[2]["resumed_at"] == [states[0]["step"]] and got[1]["resumed_at"] == []
 
 
-def test_a_point_checkpointed_in_a_pack_can_resume_alone(make_cfg, tmp_path, preempt_at):
-    # a relaunch that no longer packs (launcher=local) still uses the checkpoint; equal to rounding, not bit for bit
+def test_a_point_checkpointed_in_a_pack_resumes_packed_when_relaunched_alone_and_says_so(make_cfg, tmp_path,
+                                                                                       preempt_at):
+    # a relaunch of this point alone (launcher=local, or another sweep) keeps it packed, in a pack of one: its
+    # pack-mates' rows are gone, so the result equals the whole pack's to rounding, and the summary records why
     cfgs = [make_cfg(*LONG, f"optimizer.lr={lr}") for lr in (1e-4, 2e-4)]
-    want = run(make_cfg(*LONG, f"paths.store={tmp_path / 'reference'}"))
+    want = run_pack([make_cfg(*LONG, f"optimizer.lr={lr}", f"paths.store={tmp_path / 'reference'}")
+                     for lr in (1e-4, 2e-4)])[0]
     point = Path(cfgs[0].paths.store) / "manual" / signature(cfgs[0])
     preempt_at(point / "metrics.jsonl", 300)
     with pytest.raises(Preempted):
         run_pack(cfgs)
+    info = json.loads((point / "checkpoint.json").read_text())
+    assert info["mode"]["packed"] is True and info["pack"]["live"] == 2
     got = run(cfgs[0])
-    assert got["resumed_at"] and got["status"] == want["status"]
+    assert got["resumed_at"] == [info["step"]] and got["mode"] == want["mode"] and got["mode"]["packed"]
+    assert [c["why"] for c in got["mode_changes"]] == ["resumed in a pack of 1 of the 2 it was checkpointed with"]
+    assert got["status"] == want["status"]
     for g, w in zip(got["targets"], want["targets"]):
         assert g["steps"] == pytest.approx(w["steps"], abs=2)
         assert g["loss_drop"] == pytest.approx(w["loss_drop"], abs=1e-4)

@@ -47,7 +47,7 @@ def fresh_cache():
 
 def test_loader_reads_idx_files_through_torchvision(tmp_path):
     arrays = write_fashion_mnist(tmp_path / "FashionMNIST" / "raw")
-    task = fashion_mnist(root=str(tmp_path))
+    task = fashion_mnist(root=str(tmp_path), size=600)
     assert task.inputs.shape == (600, 1, 28, 28) and task.inputs.dtype == torch.float32
     assert task.labels.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
     assert abs(float(task.inputs.mean())) < 1e-4 and float(task.inputs.std()) == pytest.approx(1.0, abs=1e-3)
@@ -57,7 +57,7 @@ def test_loader_reads_idx_files_through_torchvision(tmp_path):
 
 def test_batches_are_exact_seeded_and_epoch_shuffled(tmp_path):
     write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", n=100)
-    task = fashion_mnist(root=str(tmp_path))
+    task = fashion_mnist(root=str(tmp_path), size=100)
     a, b, c = task.batches(30, seed=1), task.batches(30, seed=1), task.batches(30, seed=2)
     first = [next(a)[1] for _ in range(6)]
     assert all(len(y) == 30 for y in first)  # 3 batches per epoch of 100: the 10 left over are skipped

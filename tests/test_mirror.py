@@ -50,16 +50,42 @@ def test_a_failing_wandb_never_fails_the_run_or_loses_a_metric(make_cfg, monkeyp
     assert len(lines.splitlines()) == summary["steps"]  # every step logged to the store
 
 
-def test_mode_auto_goes_online_only_with_credentials(monkeypatch, tmp_path):
+def serve(handler_cls):
+    """A local HTTP server on a free port, in a thread; yields its URL."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler_cls)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def test_mode_auto_goes_online_only_with_credentials_and_a_server_that_answers(monkeypatch, tmp_path, caplog):
+    import http.server
+    import socket
+
+    from surge_repro import mirror
+
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert resolve_mode("auto") == "offline"
-    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    mirror._answers.cache_clear()
+    server, url = serve(http.server.BaseHTTPRequestHandler)  # answers every request with an error: it is there
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    assert resolve_mode("auto") == "offline"  # no credentials
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1\n  login user\n  password abc\n")
     os.chmod(tmp_path / ".netrc", 0o600)
     assert resolve_mode("auto") == "online"
+    server.shutdown()
+    with socket.socket() as s:  # a port nobody listens on: no network, as on a cluster node
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("WANDB_BASE_URL", closed)
+    assert [resolve_mode("auto", 1.0) for _ in range(3)] == ["offline"] * 3
+    assert caplog.text.count("does not answer") == 1  # asked once per process, warned once
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_mode("auto") == "disabled" and resolve_mode("online") == "disabled"
+    mirror._answers.cache_clear()
 
 
 @pytest.mark.slow

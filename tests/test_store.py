@@ -114,8 +114,20 @@ def test_full_disk_gives_a_clear_error_and_keeps_finished_points(tmp_path, monke
     assert status_counts(tmp_path, "e") == {"done": 1, "incomplete": 1}
 
 
-def test_unreadable_summary_means_the_point_runs_again(tmp_path):
+@pytest.mark.parametrize("text", ['{"status": "do', '{"status": "done"}', '[1, 2]',
+                                  '{"status": "done", "experiment": "e", "signature": "s", "point": {}, "targets": []}'])
+def test_an_unreadable_or_incomplete_summary_is_corrupt_the_point_runs_again_and_reports_skip_it(tmp_path, caplog,
+                                                                                             text):
+    good = PointDir(tmp_path, "e", "good")
+    good.path.mkdir(parents=True)
+    (good.path / "summary.json").write_text(json.dumps(finished_summary("good")))
     p = PointDir(tmp_path, "e", "s")
     p.path.mkdir(parents=True)
-    (p.path / "summary.json").write_text('{"status": "do')
-    assert p.status() == "incomplete" and load_grid(tmp_path, "e").empty
+    (p.path / "summary.json").write_text(text)
+    assert p.status() == "corrupt" and p.summary() is None  # not "done" forever: a relaunch runs it again
+    table = load_grid(tmp_path, "e")  # no KeyError: 'point'; the sound point is read, the corrupt one named
+    assert set(table.signature) == {"good"} and "1 corrupt summary.json left out" in caplog.text
+    assert status_counts(tmp_path, "e") == {"done": 1, "corrupt": 1}
+    with p.claim():
+        p.begin("x: 1\n")  # the relaunch: the bad summary is kept aside, never read again
+    assert (p.path / "attempts" / "0" / "summary.json").read_text() == text and p.status() == "incomplete"

@@ -67,7 +67,8 @@ def assert_normalised_per_channel(task, raw: np.ndarray):
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_cifar_reads_the_official_pickles_through_torchvision(tmp_path, num_classes):
     images, labels = write_cifar(tmp_path, num_classes)
-    task = cifar(root=str(tmp_path), name=f"cifar{num_classes}", num_classes=num_classes, verify_md5=False)
+    task = cifar(root=str(tmp_path), name=f"cifar{num_classes}", num_classes=num_classes, verify_md5=False,
+                 size=None)
     assert task.inputs.dtype == torch.uint8 and task.inputs.shape == (100, 3, 32, 32)  # 5 x 20, or train's 100
     assert np.array_equal(task.inputs.numpy(), images)  # channel planes in place (torchvision hands out HWC)
     assert task.labels.tolist() == labels.tolist()  # CIFAR-100: the fine labels
@@ -99,7 +100,7 @@ def test_prepare_cifar_from_a_local_archive_and_offline(tmp_path, monkeypatch):
     data.mkdir()
     cifar_archive(tmp_path / "src", data / "cifar-10-python.tar.gz")
     assert "extracted from" in prepare_cifar10(str(data), verify_md5=False)
-    assert np.array_equal(cifar(root=str(data), verify_md5=False).inputs.numpy(), images)
+    assert np.array_equal(cifar(root=str(data), verify_md5=False, size=None).inputs.numpy(), images)
     assert "already" in prepare_cifar10(str(data), verify_md5=False)
     # no archive, and the server unreachable (the real download code, pointed at a closed local port)
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
@@ -113,7 +114,7 @@ def test_prepare_cifar_from_a_local_archive_and_offline(tmp_path, monkeypatch):
 
 def test_tiny_imagenet_decodes_the_jpeg_tree_once_into_a_cache(tmp_path):
     base = write_tiny_imagenet(tmp_path)
-    task = tiny_imagenet(root=str(tmp_path), epoch_size=None)
+    task = tiny_imagenet(root=str(tmp_path), epoch_size=None, size=None)
     colors, labels = tiny_expected()
     assert task.inputs.dtype == torch.uint8 and task.inputs.shape == (36, 3, 64, 64)
     assert task.labels.tolist() == labels.tolist()  # wnids.txt order; images 0, 1, ..., 9, 10, 11 within a class
@@ -123,7 +124,7 @@ def test_tiny_imagenet_decodes_the_jpeg_tree_once_into_a_cache(tmp_path):
     for jpeg in base.glob("train/*/images/*.JPEG"):  # the cache is what later runs read
         jpeg.unlink()
     _tiny_imagenet_train.cache_clear()
-    again = tiny_imagenet(root=str(tmp_path), epoch_size=None)
+    again = tiny_imagenet(root=str(tmp_path), epoch_size=None, size=None)
     assert torch.equal(again.inputs, task.inputs) and torch.equal(again.labels, task.labels)
 
 
@@ -152,7 +153,7 @@ def test_prepare_tiny_imagenet_from_a_local_archive_and_offline(tmp_path):
     said = prepare_tiny_imagenet(str(data))
     assert "extracted from" in said and (data / TINY_CACHE).is_file()
     assert (data / "tiny-imagenet-200" / "val" / "val_annotations.txt").is_file()
-    assert len(tiny_imagenet(root=str(data), epoch_size=None)) == 36
+    assert len(tiny_imagenet(root=str(data), epoch_size=None, size=None)) == 36
     assert "already" in prepare_tiny_imagenet(str(data))
     offline = tmp_path / "offline"
     with pytest.raises(DataError, match="Without network.*tiny-imagenet-200.zip and run this again"):
@@ -306,8 +307,9 @@ def test_experiments_carry_the_header_and_validate(name):
     assert cfg.experiment_name == name and "seed" in cfg.hydra.sweeper.params
 
 
-def test_vit_cifar_picks_its_model_and_is_the_same_point_as_spelled_out():
-    base = ["batch=8", "optimizer.lr=1e-4"]
+def test_vit_cifar_picks_its_model_and_is_the_same_point_as_spelled_out(tmp_path):
+    write_cifar(tmp_path)  # a point's identity includes its data's fingerprint: the data must be there
+    base = ["batch=8", "optimizer.lr=1e-4", f"paths.data={tmp_path}", "task.verify_md5=false"]
     short = compose(["task=vit_cifar", *base])
     assert signature(short) == signature(compose(["task=cifar10", "model=vit_tiny", "optimizer=adam", *base]))
     assert compose(["task=vit_cifar", "model=tiny_mlp", *base]).model.name == "tiny_mlp"  # the command line wins
@@ -321,7 +323,7 @@ def test_run_py_multirun_of_vit_cifar_fills_the_store(tmp_path):
     write_cifar(data)
     out = subprocess.run(
         [sys.executable, "run.py", "-m", "task=vit_cifar", "batch=4,8", "optimizer.lr=1e-4,3e-4",
-         f"paths.data={data}", f"paths.store={store}", "protocol.max_steps=3", "task.verify_md5=false",
+         f"paths.data={data}", f"paths.store={store}", "protocol.max_steps=3", "task.verify_md5=false", "task.size=100",
          "protocol.probe.size=16", "threads=1", "device=cpu", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

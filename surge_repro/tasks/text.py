@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from surge_repro.models.lm import GPT2_VOCAB
-from surge_repro.tasks import DataError, TensorTask
+from surge_repro.tasks import DataError, TensorTask, fingerprint
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "gpt2"
 EOS = 50256  # <|endoftext|>
@@ -141,6 +141,7 @@ def write_tokens(folder: Path, docs: Iterable[str], source: str) -> str:
     meta = {"tokens": n_tokens, "documents": n_docs, "tokenizer_sha256": tokenizer_sha(), "source": source}
     (folder / "tokens.json.tmp").write_text(json.dumps(meta, indent=1))
     (folder / "tokens.json.tmp").replace(folder / "tokens.json")
+    fingerprint.write(folder, ["tokens.npy"])  # what points trained on these tokens are named by
     return f"{n_tokens:,} tokens in {n_docs:,} document(s) -> {folder / 'tokens.npy'}"
 
 
@@ -268,6 +269,13 @@ def _task(dataset: str, name: str, root: str, seq_len: int, batch_unit: str, max
     root_path = Path(root).expanduser().resolve()
     sequences = _read_sequences(str(root_path / dataset), dataset, str(root_path), int(seq_len), max_tokens)
     return TokenTask(name, sequences, batch_unit)
+
+
+def data_files(builder: str, task):
+    """The token stream each builder of this module trains on (``fingerprint.locate``)."""
+    from surge_repro.tasks.fingerprint import DataFiles
+
+    return DataFiles(Path(str(task.root)).expanduser().resolve() / builder, ["tokens.npy"], builder)
 
 
 def shakespeare(*, root: str, seq_len: int, batch_unit: str = "sequences", max_tokens: int | None = None,

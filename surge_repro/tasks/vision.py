@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from surge_repro.tasks import DataError, TensorTask
+from surge_repro.tasks import DataError, TensorTask, fingerprint
+from surge_repro.tasks.fingerprint import DataFiles
 
 log = logging.getLogger("surge_repro")
 
@@ -32,7 +33,9 @@ def _prepare_hint(root: Path, task: str = "fashion_mnist") -> str:
 
 @functools.lru_cache(maxsize=2)
 def _fashion_mnist_train(root: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 60,000 training images as N x 1 x 28 x 28 floats (zero mean, unit variance overall) and their labels.
+    """The training images as N x 1 x 28 x 28 floats (zero mean, unit variance overall) and their labels. The
+    normalisation's mean and std come from exact integer sums of the pixels (``_pixel_stats``), so the floats a point
+    trains on are the same bytes whatever the thread count (a float reduction's order depends on it).
 
     Cached: a multirun's points share the process (Hydra's basic launcher) and load the files once.
     """
@@ -51,8 +54,8 @@ def _fashion_mnist_train(root: str) -> tuple[torch.Tensor, torch.Tensor]:
     if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1] or int(labels.max()) > 9:
         raise DataError(f"Fashion-MNIST in {raw} has images {tuple(images.shape)} and labels {tuple(labels.shape)}, "
                         f"expected (60000, 28, 28) and (60000,). {_prepare_hint(Path(root))} force=true")
-    x = images.float().div_(255.0)
-    x = (x - x.mean()) / x.std()
+    mean, std = _pixel_stats(images.unsqueeze(1))  # one channel: zero mean, unit variance overall
+    x = (images.float().div_(255.0) - float(mean[0]) / 255.0) / (float(std[0]) / 255.0)
     return x.unsqueeze(1).contiguous(), labels.long()
 
 
@@ -72,11 +75,36 @@ def _check_unit(name: str, batch_unit: str) -> None:
 
 
 def fashion_mnist(*, root: str, name: str = "fashion_mnist", in_chans: int = 1, img_size: int = 28,
-                  num_classes: int = 10, batch_unit: str = "examples") -> TensorTask:
+                  num_classes: int = 10, size: int | None = 60_000, batch_unit: str = "examples") -> TensorTask:
+    """Fashion-MNIST's training set; ``size``: the training examples the task expects (the release's 60,000; None
+    accepts any count)."""
     _check_unit(name, batch_unit)
-    inputs, labels = _fashion_mnist_train(str(Path(root).expanduser().resolve()))
+    root_path = Path(root).expanduser().resolve()
+    inputs, labels = _fashion_mnist_train(str(root_path))
     _check_dims(name, inputs, labels, in_chans, img_size, num_classes)
+    _check_size(name, len(labels), size, root_path / "FashionMNIST" / "raw", _prepare_hint(root_path))
     return TensorTask(name, inputs, labels)
+
+
+def _check_size(name: str, found: int, size: int | None, where: Path, hint: str) -> None:
+    """A dataset whose count of training examples is not the task's is another dataset (a subset, a foreign file
+    under the release's name): refused before it can train points under the task's name."""
+    if size is not None and found != size:
+        raise DataError(f"task {name} expects {size:,} training examples; the data in {where} have {found:,}. "
+                        f"{hint} force=true (or, for a knowingly different set, task.size={found})")
+
+
+def data_files(builder: str, task) -> DataFiles | None:
+    """The files each builder of this module trains on (``fingerprint.locate``); None for generated data."""
+    root = Path(str(task.root)).expanduser().resolve() if "root" in task else None
+    if builder == "fashion_mnist":
+        return DataFiles(root / "FashionMNIST" / "raw", list(FASHION_MNIST_FILES[:2]), "fashion_mnist")
+    if builder == "cifar":
+        cls = _cifar_class(int(task.num_classes), bool(task.get("verify_md5", True)))
+        return DataFiles(root / cls.base_folder, [f for f, _ in cls.train_list], _cifar_names(int(task.num_classes))[1])
+    if builder == "tiny_imagenet":  # the decoded cache is what trains; its record sits beside it
+        return DataFiles(root, [TINY_CACHE], "tiny_imagenet", record=f"{TINY_CACHE}.fingerprint.json")
+    return None
 
 
 def prepare_fashion_mnist(root: str, force: bool = False,
@@ -91,7 +119,8 @@ def prepare_fashion_mnist(root: str, force: bool = False,
     raw = root_path / "FashionMNIST" / "raw"
     if not force and all((raw / f).is_file() for f in FASHION_MNIST_FILES):
         _fashion_mnist_train.cache_clear()
-        fashion_mnist(root=str(root_path))  # reads and checks them
+        fashion_mnist(root=str(root_path), size=None)  # reads and checks them
+        fingerprint.read(raw, list(FASHION_MNIST_FILES[:2]))  # recorded once; hashed again only if they changed
         return f"Fashion-MNIST already in {raw}"
     raw.parent.mkdir(parents=True, exist_ok=True)
     debian = Path(debian)
@@ -119,7 +148,8 @@ def prepare_fashion_mnist(root: str, force: bool = False,
         for f in FASHION_MNIST_FILES:
             (Path(tmp) / f).replace(raw / f)
     _fashion_mnist_train.cache_clear()
-    fashion_mnist(root=str(root_path))
+    fashion_mnist(root=str(root_path), size=None)
+    fingerprint.write(raw, list(FASHION_MNIST_FILES[:2]))
     return f"Fashion-MNIST {how} into {raw}"
 
 
@@ -136,25 +166,30 @@ def synthetic_images(*, name: str = "synthetic_images", size: int = 2048, in_cha
     return TensorTask(name, inputs, labels, epoch_size=epoch_size)
 
 
-def _channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of N x C x H x W pixels, summed in float64 a chunk at a time (a float copy of all of
-    Tiny-ImageNet would take 5 GB)."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
+def _pixel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (population) of N x C x H x W uint8 pixels, from exact integer sums taken a chunk at a
+    time (a float copy of all of Tiny-ImageNet would take 5 GB). Integer sums do not depend on the order of the
+    additions, so the statistics, and every normalised float, are the same bytes whatever the thread count."""
+    total = torch.zeros(images.shape[1], dtype=torch.int64)
     square = torch.zeros_like(total)
     for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].to(torch.float64)
+        x = images[i:i + chunk].to(torch.int64)
         total += x.sum((0, 2, 3))
         square += x.square().sum((0, 2, 3))
-    count = images.numel() / images.shape[1]
-    mean = total / count
-    std = (square / count - mean.square()).clamp_min(0).sqrt()
+    count = images.numel() // images.shape[1]
+    mean = [t / count for t in total.tolist()]  # Python floats from exact integers: the same on every machine
+    var = [max(0, q * count - t * t) / count ** 2 for q, t in zip(square.tolist(), total.tolist())]
+    return torch.tensor(mean, dtype=torch.float64), torch.tensor(var, dtype=torch.float64).sqrt()
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of natural images, as float32 (``TensorTask`` normalises with them)."""
+    mean, std = _pixel_stats(images)
     if not bool((std > 0).all()):
         raise DataError(f"a channel of the {len(images)} training images is constant (std {std.tolist()}): these are "
                         f"not natural images")
     return mean.float(), std.float()
 
-
-# CIFAR-10 and CIFAR-100: torchvision's own reader of the official python pickles ------------------------------------
 
 def _cifar_class(num_classes: int, verify_md5: bool = True) -> type:
     """torchvision's CIFAR10 (num_classes 10) or CIFAR100 (100, its fine labels). Without ``verify_md5``, a subclass
@@ -209,12 +244,16 @@ def _cifar_train(root: str, num_classes: int, verify_md5: bool) -> tuple[torch.T
 
 
 def cifar(*, root: str, name: str = "cifar10", in_chans: int = 3, img_size: int = 32, num_classes: int = 10,
-          verify_md5: bool = True, epoch_size: int | None = None, batch_unit: str = "examples") -> TensorTask:
+          verify_md5: bool = True, epoch_size: int | None = None, size: int | None = 50_000,
+          batch_unit: str = "examples") -> TensorTask:
     """CIFAR-10 (num_classes 10) or CIFAR-100 (num_classes 100, the fine labels): the training set, uint8, normalised
-    per channel as batches are taken."""
+    per channel as batches are taken. ``size``: the training examples the task expects (None: any)."""
     _check_unit(name, batch_unit)
-    images, labels, mean, std = _cifar_train(str(Path(root).expanduser().resolve()), num_classes, bool(verify_md5))
+    root_path = Path(root).expanduser().resolve()
+    images, labels, mean, std = _cifar_train(str(root_path), num_classes, bool(verify_md5))
     _check_dims(name, images, labels, in_chans, img_size, num_classes)
+    _check_size(name, len(labels), size, root_path / _cifar_class(num_classes, verify_md5).base_folder,
+                _prepare_hint(root_path, _cifar_names(num_classes)[1]))
     return TensorTask(name, images, labels, mean=mean, std=std, epoch_size=epoch_size)
 
 
@@ -230,7 +269,8 @@ def prepare_cifar(root: str, force: bool = False, num_classes: int = 10, verify_
     folder = root_path / cls.base_folder
     if not force and all((folder / f).is_file() for f in _cifar_files(cls)):
         _cifar_train.cache_clear()
-        cifar(root=str(root_path), name=task, num_classes=num_classes, verify_md5=verify_md5)  # reads and checks
+        cifar(root=str(root_path), name=task, num_classes=num_classes, verify_md5=verify_md5, size=None)  # checks
+        fingerprint.read(folder, [f for f, _ in cls.train_list])  # recorded once; hashed again only if changed
         return f"{label} already in {folder}"
     root_path.mkdir(parents=True, exist_ok=True)
     archive = root_path / cls.filename
@@ -250,7 +290,7 @@ def prepare_cifar(root: str, force: bool = False, num_classes: int = 10, verify_
                 raise DataError(f"could not download {label} ({type(err).__name__}: {err}). Without network, fetch "
                                 f"{cls.url} elsewhere, put it at {archive} and run this again.") from err
         try:
-            cifar(root=tmp, name=task, num_classes=num_classes, verify_md5=verify_md5)
+            cifar(root=tmp, name=task, num_classes=num_classes, verify_md5=verify_md5, size=None)
         except DataError as err:
             again = f"Delete {archive} and run this again" if source == archive else "Run this again"
             raise DataError(f"{label} from {source} does not load ({err.__cause__ or err}). {again}") from err
@@ -259,7 +299,8 @@ def prepare_cifar(root: str, force: bool = False, num_classes: int = 10, verify_
         if folder.exists():
             shutil.rmtree(folder)
         (Path(tmp) / cls.base_folder).replace(folder)
-    cifar(root=str(root_path), name=task, num_classes=num_classes, verify_md5=verify_md5)
+    cifar(root=str(root_path), name=task, num_classes=num_classes, verify_md5=verify_md5, size=None)
+    fingerprint.write(folder, [f for f, _ in cls.train_list])
     return f"{label} {how} into {folder}"
 
 
@@ -373,12 +414,16 @@ def _tiny_imagenet_train(root: str) -> tuple[torch.Tensor, ...]:
 
 
 def tiny_imagenet(*, root: str, name: str = "tiny_imagenet", in_chans: int = 3, img_size: int = 64,
-                  num_classes: int = 200, epoch_size: int | None = 10_000, batch_unit: str = "examples") -> TensorTask:
+                  num_classes: int = 200, epoch_size: int | None = 10_000, size: int | None = 100_000,
+                  batch_unit: str = "examples") -> TensorTask:
     """Tiny-ImageNet's 100,000 training images (200 classes of 500, 64x64), uint8, normalised per channel as batches
-    are taken; each epoch a fresh random ``epoch_size`` of them (the paper: "random 10k samples")."""
+    are taken; each epoch a fresh random ``epoch_size`` of them (the paper: "random 10k samples"). ``size``: the
+    training examples the task expects (None: any)."""
     _check_unit(name, batch_unit)
-    images, labels, mean, std = _tiny_imagenet_train(str(Path(root).expanduser().resolve()))
+    root_path = Path(root).expanduser().resolve()
+    images, labels, mean, std = _tiny_imagenet_train(str(root_path))
     _check_dims(name, images, labels, in_chans, img_size, num_classes)
+    _check_size(name, len(labels), size, root_path / TINY_CACHE, _prepare_hint(root_path, "tiny_imagenet"))
     return TensorTask(name, images, labels, mean=mean, std=std, epoch_size=epoch_size)
 
 
@@ -392,7 +437,8 @@ def prepare_tiny_imagenet(root: str, force: bool = False, url: str = TINY_URL, m
     base, cache = root_path / TINY_FOLDER, root_path / TINY_CACHE
     if not force and (base / "wnids.txt").is_file():
         _tiny_imagenet_train.cache_clear()
-        tiny_imagenet(root=str(root_path), epoch_size=None)  # reads the cache, writing it first if it is missing
+        tiny_imagenet(root=str(root_path), epoch_size=None, size=None)  # reads the cache, writing it if missing
+        fingerprint.read(root_path, [TINY_CACHE], f"{TINY_CACHE}.fingerprint.json")
         return f"Tiny-ImageNet already in {base} (training images cached in {cache})"
     root_path.mkdir(parents=True, exist_ok=True)
     archive = root_path / url.rsplit("/", 1)[-1]
@@ -419,5 +465,6 @@ def prepare_tiny_imagenet(root: str, force: bool = False, url: str = TINY_URL, m
         (Path(tmp) / TINY_FOLDER).replace(base)
         (Path(tmp) / TINY_CACHE).replace(cache)
     _tiny_imagenet_train.cache_clear()
-    tiny_imagenet(root=str(root_path), epoch_size=None)
+    tiny_imagenet(root=str(root_path), epoch_size=None, size=None)
+    fingerprint.write(root_path, [TINY_CACHE], f"{TINY_CACHE}.fingerprint.json")
     return f"Tiny-ImageNet {how} into {base}; training images cached in {cache}"
