@@ -8,10 +8,13 @@ paper does not say how its authors read DeepSeek's figures (``../shared/paper.md
 
 The pipeline is the store grids' (``surge_repro.fit``): the optimal LR of each B is the argmin of the loss over the
 LRs (``fit.optimal_lr`` on minus the loss), flagged "on the edge" when it sits on the first or last LR measured at
-that B (the optimum may lie beyond). A table has no steps-to-target, so B_noise cannot come from Eq 22 as in the
-store's grids: each law is fitted to the optima with B_noise free (``fit.fit_curve``, as every report also does:
-least squares in log LR); each law gets its own B_noise and eps_max. The fit uses the optima that are not on the
-edge when at least 3 are, else all of them.
+that B (the optimum may lie beyond; an LR the table has only at other batch sizes does not make an edge). Where two
+or more LRs share the lowest mean loss (within a relative ``fit.TIE_RTOL``: float noise from averaging) that B has
+no optimum: it is flagged "tie" with its tied LRs and enters no fit. A table has no steps-to-target, so B_noise
+cannot come from Eq 22 as in the store's grids: each law is fitted to the optima with B_noise free
+(``fit.fit_curve``, as every report also does: least squares in log LR); each law gets its own B_noise and eps_max.
+The fit uses the optima that are not on the edge when at least 3 are, else all of them; with fewer than 3 optima
+nothing is fitted, and a note says so.
 
 Panels: (left) the loss over (B, LR) as a heatmap (lower is better) with the optimal LR per B, the three fitted laws
 and B_noise; (right) the optimal LR against B with the same fits, and their residuals.
@@ -35,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from surge_repro.fit import fit_curve, optimal_lr  # noqa: E402
+from surge_repro.fit import TIE_RTOL, fit_curve, lr_list, optimal_lr, tied_best  # noqa: E402
 from surge_repro.plots import LAW_STYLE, _edges, _is_geometric, fmt_b  # noqa: E402
 from surge_repro.report import plain  # noqa: E402
 from surge_repro.theory import LAWS  # noqa: E402
@@ -54,7 +57,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise TableError(f"{path}: no such file. Fix: give the path of a CSV with columns {', '.join(COLUMNS)}")
-    table = pd.read_csv(path)
+    empty = (f"{path}: the table is empty (no rows). Fix: a header row 'batch_size,lr,loss' and one row per "
+             f"(batch size, LR) cell below it")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # zero bytes, or blank lines only: not even a header
+        raise TableError(empty) from None
+    if table.empty:
+        raise TableError(empty)
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
@@ -78,15 +88,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def optima(table: pd.DataFrame) -> dict:
-    """The loss grid (B x LR, NaN where the table has no cell) and, per B, the argmin-loss LR and its edge flag."""
+    """The loss grid (B x LR, NaN where the table has no cell) and, per B, the argmin-loss LR (NaN for a tie), its
+    edge flag, the tie flag and the tied LRs."""
     grid = table.groupby(["batch_size", "lr"])["loss"].mean().unstack("lr").sort_index().sort_index(axis=1)
     loss = grid.to_numpy(float)
-    best, on_edge = optimal_lr(-loss)  # the store's argmax, on minus the loss: lower is better here
+    present = np.isfinite(loss)  # a cell of the table brackets an optimum; an LR of other batch sizes only does not
+    best, on_edge, tie = optimal_lr(-loss, present)  # the store's argmax, on minus the loss: lower is better here
     lrs = grid.columns.to_numpy(float)
     lr_opt = np.where(best >= 0, lrs[np.clip(best, 0, None)], np.nan)
+    tied = [lrs[t].tolist() if flag else [] for t, flag in zip(tied_best(-loss), tie)]
     return {"batch_sizes": grid.index.to_numpy(float), "lrs": lrs, "loss": loss, "lr_opt": lr_opt,
-            "on_edge": on_edge, "loss_at_opt": np.where(best >= 0, loss[np.arange(len(best)), np.clip(best, 0, None)],
-                                                        np.nan)}
+            "on_edge": on_edge, "tie": tie, "tied_lrs": tied,
+            "loss_at_opt": np.where(best >= 0, loss[np.arange(len(best)), np.clip(best, 0, None)], np.nan)}
 
 
 def fit_law(batch_sizes, lr_opt, law: str) -> dict:
@@ -105,18 +118,29 @@ def fit_law(batch_sizes, lr_opt, law: str) -> dict:
 
 def analyse(table: pd.DataFrame) -> dict:
     o = optima(table)
-    interior = np.isfinite(o["lr_opt"]) & ~o["on_edge"]
-    use = interior if interior.sum() >= 3 else np.isfinite(o["lr_opt"])
+    found = np.isfinite(o["lr_opt"])  # not a tie
+    interior = found & ~o["on_edge"]
+    use = interior if interior.sum() >= 3 else found
     notes = []
     if o["on_edge"].any():
         edge = [fmt_b(x, 4) for x in o["batch_sizes"][o["on_edge"]]]
         notes.append(f"optimal LR on the edge of the measured LRs at B = {edge}: the optimum may lie beyond; "
                      + ("left out of the fits" if use is interior else "kept in the fits (fewer than 3 interior)"))
-    fits = {law: fit_law(o["batch_sizes"][use], o["lr_opt"][use], law) for law in LAWS}
+    if o["tie"].any():
+        ties = "; ".join(f"B = {fmt_b(b, 4)}: LRs {lr_list(lrs)}"
+                         for b, lrs in zip(o["batch_sizes"], o["tied_lrs"]) if lrs)
+        notes.append(f"tie for the lowest mean loss (equal within a relative {TIE_RTOL:g}) at {ties}: no optimum "
+                     f"there, so it enters no fit")
+    fits = {}
+    if use.sum() < 3:  # two points fit any law: a B_noise from them would be invented
+        notes.append(f"fewer than 3 batch sizes have an optimum ({int(use.sum())} of {len(use)}; ties have none): "
+                     f"no law is fitted")
+    else:
+        fits = {law: fit_law(o["batch_sizes"][use], o["lr_opt"][use], law) for law in LAWS}
     for law, f in fits.items():
         if f["at_bound"]:
             notes.append(f"{LAWS[law][0]}: B_noise at the end of the searched range: the table does not determine it")
-    peak = float(o["batch_sizes"][np.nanargmax(o["lr_opt"])])
+    peak = float(o["batch_sizes"][np.nanargmax(o["lr_opt"])]) if found.any() else math.nan
     return {**o, "used_in_fit": use, "fits": fits, "observed_peak_batch_size": peak, "notes": notes}
 
 
@@ -134,16 +158,26 @@ def figure(a: dict, title: str, unit: str) -> plt.Figure:
     xs = np.geomspace(_edges(b, log_b)[0] if log_b else max(_edges(b, log_b)[0], b.min() / 2), _edges(b, log_b)[-1],
                       300)
     for ax in (left, right):
-        for law, (label, fn) in LAWS.items():
-            f = a["fits"][law]
+        for law, f in a["fits"].items():
+            label, fn = LAWS[law]
             ax.plot(xs, fn(xs, f["eps_max"], f["b_noise"]), **LAW_STYLE[law], zorder=4,
                     label=f"{label}: eps_max = {f['eps_max']:.3g}, B_noise = {fmt_b(f['b_noise'])}, "
                           f"rms log error {f['rmse_log']:.2f}")
-        bn = a["fits"]["adam"]["b_noise"]
-        ax.axvline(bn, color="red", ls="--", lw=1.6, label=f"B_noise of the Eq 2 fit = {fmt_b(bn)}")
+        if a["fits"]:
+            bn = a["fits"]["adam"]["b_noise"]
+            ax.axvline(bn, color="red", ls="--", lw=1.6, label=f"B_noise of the Eq 2 fit = {fmt_b(bn)}")
+        for x, tied in zip(b, a["tied_lrs"]):  # a tie: no optimum; its LRs as hollow squares, its column says so
+            if tied:
+                ax.plot([x] * len(tied), tied, "s", mfc="none", mec="tab:red", ms=7, mew=1.3, zorder=5,
+                        label="LRs tied for the lowest loss (no optimum, not fitted)")
+                ax.annotate("tie: no optimum", (x, 0.5), xycoords=ax.get_xaxis_transform(), xytext=(6, 0),
+                            textcoords="offset points", rotation=90, ha="left", va="center", fontsize=8,
+                            color="tab:red", zorder=6,  # beside the column, off its squares
+                            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="tab:red", alpha=0.85))
         used, edge = a["used_in_fit"], a["on_edge"]
-        ax.plot(b[used & ~edge], a["lr_opt"][used & ~edge], "o", color="tab:red", mec="white", ms=8, zorder=5,
-                label="argmin-loss LR per B (fitted)")
+        if (used & ~edge).any():
+            ax.plot(b[used & ~edge], a["lr_opt"][used & ~edge], "o", color="tab:red", mec="white", ms=8, zorder=5,
+                    label="argmin-loss LR per B (fitted)")
         if (edge & np.isfinite(a["lr_opt"])).any():
             ax.plot(b[edge], a["lr_opt"][edge], "o", mfc="none", mec="tab:red", mew=1.6, ms=8, zorder=5,
                     label="argmin-loss LR on the edge of the table" + ("" if (used & edge).any() else " (not fitted)"))
@@ -153,9 +187,13 @@ def figure(a: dict, title: str, unit: str) -> plt.Figure:
         ax.set_ylabel("learning rate")
     left.set_xlim(_edges(b, log_b)[[0, -1]])
     left.set_ylim(_edges(lrs, log_lr)[[0, -1]])
-    left.set_title("loss over (B, LR), argmin per B, fitted laws", fontsize=10)
-    right.set_title("optimal LR against batch size", fontsize=10)
-    fig.legend(*left.get_legend_handles_labels(), fontsize=8.5, loc="outside lower center", ncol=2, frameon=False)
+    unfit = "" if a["fits"] else "\nno law fitted: fewer than 3 batch sizes have an optimum"
+    left.set_title("loss over (B, LR), argmin per B, fitted laws" + unfit, fontsize=10,
+                   color="tab:red" if unfit else "black")
+    right.set_title("optimal LR against batch size" + unfit, fontsize=10, color="tab:red" if unfit else "black")
+    handles, names = left.get_legend_handles_labels()
+    unique = dict(zip(names, handles))  # one entry for the tied squares, however many ties
+    fig.legend(unique.values(), unique.keys(), fontsize=8.5, loc="outside lower center", ncol=2, frameon=False)
     fig.suptitle(title, fontsize=12)
     return fig
 
@@ -190,15 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         "b_noise_means": "per law, the (B_noise, eps_max) that minimise the squared log-LR error (fit.fit_curve) "
                          "(no Eq 22: a table has no steps to target)",
         "batch_sizes": a["batch_sizes"], "lrs": a["lrs"], "lr_opt": a["lr_opt"], "on_edge": a["on_edge"],
-        "used_in_fit": a["used_in_fit"], "loss_at_opt": a["loss_at_opt"],
+        "tie": a["tie"], "tied_lrs": a["tied_lrs"], "used_in_fit": a["used_in_fit"], "loss_at_opt": a["loss_at_opt"],
         "observed_peak_batch_size": a["observed_peak_batch_size"],
         "fits": {law: {"label": LAWS[law][0], **f} for law, f in a["fits"].items()}, "notes": a["notes"],
     }
     png.with_suffix(".json").write_text(json.dumps(plain(payload), indent=1))
     print(title)
     print(f"{'B':>10s}  optimal LR  loss there")
-    for bi, lr, l_, e in zip(a["batch_sizes"], a["lr_opt"], a["loss_at_opt"], a["on_edge"]):
-        print(f"{fmt_b(bi, 4):>10s}  {lr:<10.3g}  {l_:.4g}" + ("  (on the edge)" if e else ""))
+    for bi, lr, l_, e, tied in zip(a["batch_sizes"], a["lr_opt"], a["loss_at_opt"], a["on_edge"], a["tied_lrs"]):
+        print(f"{fmt_b(bi, 4):>10s}  " + (f"none: tie between LRs {lr_list(tied)}" if tied else
+                                          f"{lr:<10.3g}  {l_:.4g}" + ("  (on the edge)" if e else "")))
     for law, f in a["fits"].items():
         print(f"{LAWS[law][0]:24s} eps_max = {f['eps_max']:.4g}  B_noise = {fmt_b(f['b_noise'], 4)}  "
               f"rms log error {f['rmse_log']:.3f} over {f['n']} B")

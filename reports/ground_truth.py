@@ -4,7 +4,9 @@ Reads ``store/ground_truth_sign`` (Adam (0, 0) = sign descent) and ``store/groun
 every report does (``surge_repro.fit``), and draws one panel per experiment: the optimal LR per batch size with its
 95% bootstrap interval, the exact truth (Eq 9 for sign descent, Eq 1 for SGD, ``surge_repro.tasks.quadratic``), the
 paper's law at the true parameters (Eq 2 with Eq 14's B_noise and Eq 16's eps_max) and the law fitted to the optima.
-It also draws each experiment's standard figure (heatmap, fitted numbers) as ``reports/<script>.py`` do.
+It also draws each experiment's standard figure (heatmap, fitted numbers) as ``reports/<script>.py`` do. With fewer
+seeds than an interval needs (``fit.MIN_SEEDS``) the intervals are left out and the panel and the JSON say so; a
+fitted number on or outside its own interval is starred (*) and its note is in the JSON.
 
     python run.py -m +experiment=ground_truth_sign
     python run.py -m +experiment=ground_truth_sgd
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from surge_repro import figures, report  # noqa: E402
 from surge_repro.fit import fit_experiment  # noqa: E402
-from surge_repro.plots import fmt_b  # noqa: E402
+from surge_repro.plots import _fmt_ci  # noqa: E402
 from surge_repro.store import load_grid  # noqa: E402
 from surge_repro.tasks import quadratic  # noqa: E402
 from surge_repro.theory import adam_lr, sgd_lr  # noqa: E402
@@ -65,12 +67,17 @@ def panel(ax, c: dict) -> None:
     if c["law"] == "adam":
         ax.plot(xs, law(xs, c["true_eps_max"], c["true_b_noise"]), color="0.5", ls="--", lw=1.4,
                 label=f"Eq 2 at Eq 14's B_noise = {c['true_b_noise']:.3g}, Eq 16's eps_max = {c['true_eps_max']:.4g}")
+    off, key = c["fit"].off_interval, f"curve/{c['law']}"
+    b_noise = _fmt_ci(fitted["b_noise"], fitted["b_noise_ci"], star=f"{key}/b_noise" in off)
+    eps_max = _fmt_ci(fitted["eps_max"], fitted["eps_max_ci"], ".4g", f"{key}/eps_max" in off)
     ax.plot(xs, law(xs, fitted["eps_max"], fitted["b_noise"]), color="tab:orange", ls=":", lw=2.2,
-            label=f"{name} fitted to the optima: B_noise = {fitted['b_noise']:.3g} "
-                  f"[{fitted['b_noise_ci'][0]:.3g}, {fitted['b_noise_ci'][1]:.3g}], eps_max = {fitted['eps_max']:.4g}")
+            label=f"{name} fitted to the optima: B_noise = {b_noise}, eps_max = {eps_max}")
     lo, hi = c["lr_opt_ci"].T
-    ax.errorbar(b, c["lr_opt"], yerr=[c["lr_opt"] - lo, hi - c["lr_opt"]], fmt="o", color="tab:red", mec="white",
-                ms=8, capsize=3, zorder=5, label=f"optimal LR measured ({c['n_seeds']} seeds, 95% interval)")
+    enough = c["fit"].interval["enough_seeds"]
+    yerr = np.nan_to_num([c["lr_opt"] - lo, hi - c["lr_opt"]]) if enough else None
+    ax.errorbar(b, c["lr_opt"], yerr=yerr, fmt="o", color="tab:red", mec="white", ms=8, capsize=3, zorder=5,
+                label=f"optimal LR measured ({c['n_seeds']} seeds, " + ("95% interval)" if enough else
+                                                                         "too few seeds for an interval)"))
     ax.axvline(c["true_b_noise"], color="black", lw=0.8, ls="--")
     ax.axvline(fitted["b_noise"], color="tab:orange", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
@@ -78,8 +85,9 @@ def panel(ax, c: dict) -> None:
     ax.set_xlabel("batch size B (examples)")
     ax.set_ylabel("learning rate")
     err = 100 * (fitted["b_noise"] / c["true_b_noise"] - 1)
-    ax.set_title(f"{c['experiment']}: {c['n_runs']} runs; B_noise recovered {err:+.1f}% from the truth",
-                 fontsize=10)
+    ax.set_title(f"{c['experiment']}: {c['n_runs']} runs; B_noise recovered {err:+.1f}% from the truth"
+                 + ("\n* on or outside its own bootstrap interval: the interval is the replicates' spread"
+                    if any(k.startswith(key) for k in off) else ""), fontsize=10)
     ax.legend(fontsize=8, loc="lower center")
 
 
@@ -92,7 +100,8 @@ def summary(c: dict) -> dict:
             "observed_peak_batch_size": c["peak"], "exact_peak_batch_size": c["truth"]["eq9_peak_batch_size"]
             if c["law"] == "adam" else None,
             "batch_sizes": c["batch_sizes"], "lr_opt": c["lr_opt"], "lr_opt_ci": c["lr_opt_ci"],
-            "lr_true": c["lr_true"], "lr_opt_over_true": c["lr_opt"] / c["lr_true"]}
+            "lr_true": c["lr_true"], "lr_opt_over_true": c["lr_opt"] / c["lr_true"],
+            "interval": c["fit"].interval, "notes": c["fit"].notes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report.render(cfg, figures.TITLES["ground_truth.py"], command)
         found.append(c)
-        lo, hi = c["fitted"]["b_noise_ci"]
-        print(f"{experiment}: B_noise {fmt_b(c['fitted']['b_noise'], 4)} [{lo:.4g}, {hi:.4g}] against the true "
-              f"{c['true_b_noise']:.4g}; eps_max {c['fitted']['eps_max']:.4g} against {c['true_eps_max']:.4g}")
+        fitted = c["fitted"]
+        print(f"{experiment}: B_noise {_fmt_ci(fitted['b_noise'], fitted['b_noise_ci'], '.4g')} against the true "
+              f"{c['true_b_noise']:.4g}; eps_max {_fmt_ci(fitted['eps_max'], fitted['eps_max_ci'], '.4g')} against "
+              f"{c['true_eps_max']:.4g} ({c['fit'].interval['note']})")
     if not found:
         return 1
     out = Path(report.compose_for(next(iter(EXPERIMENTS)), argv).paths.figures)

@@ -23,19 +23,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from surge_repro.fit import CRITERIA, Grid, optimal_lr, _nanmean
+from surge_repro.fit import CRITERIA, Grid, optima
 
 CANDIDATES = tuple(2 ** k for k in range(1, 13))  # 2 .. 4096 seeds
 
 
 def resolve_chance(grid: Grid, criterion: str, n: int, n_sim: int = 400, seed: int = 0) -> np.ndarray:
     """Per batch size, the chance that n seeds put the optimum within one grid step of the pilot's."""
-    score = grid.score(criterion)
-    pilot_best, _ = optimal_lr(_nanmean(score, axis=-1))
+    pilot_best = optima(grid, criterion)["best"][0]
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(grid.seeds), size=(n_sim, n))
-    means = _nanmean(score[:, :, idx], axis=-1).transpose(2, 0, 1)  # (sim, B, LR)
-    best, _ = optimal_lr(means)
+    best = optima(grid, criterion, rng.integers(0, len(grid.seeds), size=(n_sim, n)))["best"]  # (sim, B)
     near = (np.abs(best - pilot_best[None, :]) <= 1) & (best >= 0)
     return np.where(pilot_best >= 0, near.mean(axis=0), np.nan)
 
@@ -43,7 +40,8 @@ def resolve_chance(grid: Grid, criterion: str, n: int, n_sim: int = 400, seed: i
 def seeds_needed(grid: Grid, criterion: str = "drop", confidence: float = 0.95, n_sim: int = 400,
                  candidates: Sequence[int] = CANDIDATES) -> list[int | None]:
     """Per batch size, the smallest candidate n whose chance to resolve the optimum reaches ``confidence``
-    (None: more than the largest candidate, or no LR measured)."""
+    (None: more than the largest candidate, or no pilot optimum: no LR measured, none reached the target, a
+    tie)."""
     needed: list[int | None] = [None] * len(grid.batch_sizes)
     for n in candidates:
         chance = resolve_chance(grid, criterion, n, n_sim)
@@ -74,7 +72,7 @@ def plan(table: pd.DataFrame, criterion: str = "drop", confidence: float = 0.95,
     target = float(table["target_loss"].min()) if target is None else float(target)
     grid = Grid.from_table(table, target)
     needed = seeds_needed(grid, criterion, confidence)
-    _, on_edge = optimal_lr(_nanmean(grid.score(criterion), axis=-1))
+    on_edge = optima(grid, criterion)["on_edge"][0]
     wall = point_seconds(table)
     n_lr = n_lrs or len(grid.lrs)
     rows = []

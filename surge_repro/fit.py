@@ -6,8 +6,12 @@ For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
    the criterion's (``CRITERIA``): the paper's loss drop over the K extra steps (``drop``), the mean drop per window
    over ``protocol.windows`` consecutive windows (``drop_mean``), or the speed 1/S to the target (``steps``: the LR
    that reaches the target in the fewest steps; a run that never reaches it has speed 0).
-   It is flagged ``on_edge`` when it sits on the first or last LR of the grid, or next to an LR that has no measured
-   drop (all runs diverged or never reached the target there): the true optimum may lie beyond.
+   There is none where no run reached the target (every LR diverged or was too slow: a speed of 0 everywhere is no
+   optimum), or where two or more LRs share the best mean (a tie, within ``TIE_RTOL``); ``TargetFit.no_optimum``
+   says which. It is flagged ``on_edge`` when nothing was measured beyond it at that batch size (no run of a larger
+   or of a smaller LR): the true optimum may lie beyond. A run that exists there but diverged or never reached the
+   target brackets it, since it is worse; an LR of the grid that was not run at that B (a grid that shifts with B)
+   does not make an edge.
 2. S and E at that LR (mean over seeds), and Eq 22: 1/S = -B_noise * (1/E) + 1/S_min, a least-squares line of 1/S on
    1/E whose slope is -B_noise and intercept 1/S_min (``fit_b_noise``).
 3. eps_max of each law by Eq 23 / Eq 24: the mean over the grid's batch sizes of eps_opt(B) divided by the law's shape
@@ -21,9 +25,13 @@ For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
 
 ``fit_target`` does all of it on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
 paper's rounds) with replacement, the same seeds for every cell, which keeps the pairing of a seed's runs across the
-grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. Everything comes back with its n, and with
-the bootstrap distribution of each optimum: ``identify`` turns it into verdicts (resolved, on the edge, not
-identifiable) and ``budget`` into the seeds a grid needs.
+grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. n seeds have only C(2n - 1, n) distinct
+resamples (``distinct_resamples``: 10 for 3 seeds), and a 2.5% tail needs 40: below ``MIN_SEEDS`` = 5 seeds (126
+resamples) no interval is given (NaN) and ``TargetFit.interval`` says so; ``identify`` then claims nothing that rests
+on one. A continuous estimate that lies on or outside its own interval (skewed replicates) is named in
+``TargetFit.off_interval`` and the notes. Everything comes back with its n, and with the bootstrap distribution of
+each optimum: ``identify`` turns it into verdicts (resolved, on the edge, not identifiable, tie, not reached, too few
+seeds) and ``budget`` into the seeds a grid needs.
 """
 
 from __future__ import annotations
@@ -45,6 +53,25 @@ CRITERIA = {
     "steps": "argmax over LR of the mean speed 1/S to the target, 0 for runs that never reach it: the LR that "
              "reaches the target in the fewest steps",
 }
+TIE_RTOL = 1e-9  # means this close are one value: averaging the same runs in another order moves their last digits
+NO_OPTIMUM = {  # why a batch size has no optimal LR (TargetFit.no_optimum)
+    "no runs": "no run at this batch size",
+    "not reached": "no run reached the target",
+    "not measured": "no run that reached the target has a score (it diverged inside the drop window, or stopped "
+                    "before the window's end)",
+    "tie": "two or more LRs share the best mean score",
+}
+
+
+def distinct_resamples(n_seeds: int) -> int:
+    """How many different resamples (multisets) of n seeds drawn with replacement exist: C(2n - 1, n)."""
+    return math.comb(2 * n_seeds - 1, n_seeds) if n_seeds > 0 else 0
+
+
+# an interval needs a 2.5% tail of at least one distinct resample: 40 of them, so 5 seeds (126; 4 seeds give 35)
+MIN_SEEDS = next(n for n in range(1, 100) if distinct_resamples(n) >= round(100 / CI[0]))
+LATTICE_NOTE = ("the optimal LRs and the observed peak B live on the grid's lattices: their intervals' bounds are "
+                "lattice points, so an estimate on its bound shows the grid's resolution, not skewed replicates")
 
 
 @dataclass
@@ -69,9 +96,18 @@ class Grid:
         if criterion == "drop_mean":
             return self.drop if self.drop_mean is None else self.drop_mean
         if criterion == "steps":  # a run that exists but never reached the target has speed 0
-            present = np.isfinite(self.drop) | np.isfinite(self.steps) if self.present is None else self.present
-            return np.where(np.isfinite(self.steps), 1 / self.steps, np.where(present, 0.0, np.nan))
+            with np.errstate(divide="ignore"):  # S = 0, reached before training: infinite speed
+                speed = 1 / self.steps
+            return np.where(np.isfinite(self.steps), speed, np.where(self.exists(), 0.0, np.nan))
         raise ValueError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+
+    def exists(self) -> np.ndarray:
+        """True where a run exists, whether or not it reached the target."""
+        return np.isfinite(self.drop) | np.isfinite(self.steps) if self.present is None else self.present
+
+    def reached(self) -> np.ndarray:
+        """True where a run reached the target (a drop, even a diverged -inf one, is measured after it)."""
+        return np.isfinite(self.steps) | ~np.isnan(self.drop)
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, target: float, lrs: np.ndarray | None = None) -> "Grid":
@@ -102,22 +138,77 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(a, axis=axis)
 
 
-def optimal_lr(mean_drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the best LR per batch size (-1 where no LR has a finite mean drop) and the on-edge flag.
+def tied_best(mean_score: np.ndarray) -> np.ndarray:
+    """True at every LR whose mean score is the best of its batch size, within ``TIE_RTOL`` (..., n_batch, n_lr).
+    NaN (no score) and -inf (every run diverged) are never the best; +inf (S = 0: reached before training) is."""
+    score = np.asarray(mean_score, float)
+    candidate = score > -np.inf  # False for NaN too
+    top = np.max(np.where(candidate, score, -np.inf), axis=-1, keepdims=True)
+    return candidate & np.isclose(score, top, rtol=TIE_RTOL, atol=0.0)
 
-    ``mean_drop``: (..., n_batch, n_lr). On edge: the best LR is the grid's first or last, or a neighbour has no
-    finite drop (diverged or not measured there).
+
+def measured_beyond(best: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether anything was measured at a smaller and at a larger LR than ``best`` (..., n_batch)."""
+    lr_index = np.arange(measured.shape[-1])
+    below = (measured & (lr_index < best[..., None])).any(axis=-1)
+    above = (measured & (lr_index > best[..., None])).any(axis=-1)
+    return below, above
+
+
+def optimal_lr(mean_score: np.ndarray, measured: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index of the best LR per batch size, the on-edge flag and the tie flag; ``mean_score``: (..., n_batch, n_lr).
+
+    The best LR is -1 where no LR has a score (NaN, or -inf: all diverged) or where two or more share the best mean
+    (``tied_best``; the tie flag says so). On edge: nothing was measured beyond it on one side at that batch size.
+    ``measured`` (same shape): True where a run exists, scored or not (diverged, never reached the target), so a
+    worse run beyond the optimum brackets it; by default, where the mean is finite (for callers with means only).
     """
-    finite = np.isfinite(mean_drop)
-    best = np.argmax(np.where(finite, mean_drop, -np.inf), axis=-1)
-    best = np.where(finite.any(axis=-1), best, -1)
-    n_lr = mean_drop.shape[-1]
-    padded = np.concatenate([np.zeros_like(finite[..., :1]), finite, np.zeros_like(finite[..., :1])], axis=-1)
-    idx = np.clip(best, 0, n_lr - 1)[..., None]
-    below = np.take_along_axis(padded, idx, axis=-1)[..., 0]  # padded[i] is finite[i - 1]
-    above = np.take_along_axis(padded, idx + 2, axis=-1)[..., 0]
-    on_edge = (best >= 0) & (~below | ~above)
-    return best, on_edge
+    score = np.asarray(mean_score, float)
+    measured = np.isfinite(score) if measured is None else np.asarray(measured, bool)
+    top = tied_best(score)
+    n_top = top.sum(axis=-1)
+    best = np.where(n_top == 1, np.argmax(top, axis=-1), -1)
+    below, above = measured_beyond(best, measured)
+    return best, (best >= 0) & ~(below & above), n_top > 1
+
+
+def optima(grid: Grid, criterion: str, seed_idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The optimal LR of each batch size for each row of ``seed_idx`` (replicates x seeds, indices into grid.seeds;
+    by default one row of every seed): the criterion's mean over those seeds (``mean``, (rep, B, LR)), ``optimal_lr``'s
+    ``best``, ``on_edge`` and ``tie``, and the masks behind them, ``reached`` and ``measured`` (rep, B, LR).
+
+    Only an LR where one of the seeds' runs reached the target can be the optimum: with the ``steps`` criterion a
+    speed of 0 at every LR is no optimum. An LR where one of them exists at all brackets an optimum.
+    """
+    seed_idx = np.arange(len(grid.seeds))[None, :] if seed_idx is None else np.asarray(seed_idx)
+
+    def per_rep(a: np.ndarray) -> np.ndarray:  # (B, LR, seeds) -> (rep, B, LR, the row's seeds)
+        return a[:, :, seed_idx].transpose(2, 0, 1, 3)
+
+    mean = _nanmean(per_rep(grid.score(criterion)), axis=-1)
+    reached, measured = per_rep(grid.reached()).any(axis=-1), per_rep(grid.exists()).any(axis=-1)
+    best, on_edge, tie = optimal_lr(np.where(reached, mean, np.nan), measured)
+    return {"mean": mean, "best": best, "on_edge": on_edge, "tie": tie, "reached": reached, "measured": measured}
+
+
+def lr_list(lrs, most: int = 4) -> str:
+    """LRs in words: all of them up to ``most``, else how many and their range (a tie of a whole grid at S = 0)."""
+    lrs = [float(x) for x in lrs]
+    if len(lrs) > most:
+        return f"{len(lrs)} LRs from {lrs[0]:.3g} to {lrs[-1]:.3g}"
+    return ", ".join(f"{x:.3g}" for x in lrs)
+
+
+def interval_position(value: float, ci) -> str | None:
+    """Where an estimate lies against its own interval: "inside", "on" a bound (within ``TIE_RTOL``), "outside";
+    None where either is not a number."""
+    lo, hi = (float(x) for x in ci)
+    if not all(math.isfinite(x) for x in (value, lo, hi)):
+        return None
+    if any(math.isclose(value, x, rel_tol=TIE_RTOL) for x in (lo, hi)):
+        return "on"
+    return "inside" if lo < value < hi else "outside"
 
 
 def fit_b_noise(steps, examples) -> tuple[float, float]:
@@ -181,12 +272,15 @@ class TargetFit:
     n_boot: int
     batch_sizes: list[float]
     lrs: list[float]
-    lr_opt: list[float]  # per batch size; NaN where no LR has a score
+    lr_opt: list[float]  # per batch size; NaN where it has none (no_optimum says why)
     lr_opt_ci: list[list[float]]
     lr_opt_agreement: list[float]  # share of replicates whose optimum is the same LR as the data's
-    lr_opt_dist: list[list[float]]  # per batch size, the share of replicates whose optimum is each LR
+    lr_opt_dist: list[list[float]]  # per batch size, the share of replicates whose optimum is each LR (the rest: none)
     on_edge: list[bool]
-    edge_side: list[str | None]  # "top" (the optimum may be larger) or "bottom" (smaller) where on_edge
+    # where on_edge: "top" (the optimum may be larger), "bottom" (smaller), "both" (the only LR measured there)
+    edge_side: list[str | None]
+    no_optimum: list[str | None]  # per batch size, why it has no optimum (a key of NO_OPTIMUM); None where it has one
+    tied_lrs: list[list[float]]  # per batch size, the LRs that share the best mean score where no_optimum is "tie"
     score_at_opt: list[float]
     seeds_at_opt: list[int]
     steps_at_opt: list[float]  # S (mean over seeds) at the optimal LR
@@ -206,6 +300,10 @@ class TargetFit:
     b_simple: float  # McCandlish's B_simple measured in training (noise_scale): median over the runs at the target
     b_simple_ci: list[float]
     b_simple_n: int  # runs that measured it (B >= 2, no BatchNorm, at least one measurement before the crossing)
+    # the seed rule (MIN_SEEDS): enough_seeds, n_seeds, distinct_resamples, min_seeds, and in words: note (what the
+    # intervals rest on, or why there are none), lattice (what a lattice estimate on its bound means)
+    interval: dict[str, bool | int | str]
+    off_interval: list[str]  # the continuous estimates on or outside their own interval ("b_noise", "eps_max/adam", ..)
     mean_score: list[list[float]] = field(repr=False)  # (batch size, LR): the criterion's mean, for the heatmap
     notes: list[str] = field(default_factory=list)
 
@@ -215,14 +313,15 @@ class TargetFit:
 
 def _estimates(grid: Grid, seed_idx: np.ndarray, criterion: str) -> dict:
     """Every estimate for each row of ``seed_idx`` (replicates x seeds, indices into grid.seeds)."""
-    mean_score = _nanmean(grid.score(criterion)[:, :, seed_idx], axis=-1).transpose(2, 0, 1)  # (rep, B, LR)
-    best, on_edge = optimal_lr(mean_score)
+    opt = optima(grid, criterion, seed_idx)
+    best = opt["best"]
     lr_opt = np.where(best >= 0, grid.lrs[np.clip(best, 0, None)], np.nan)  # (rep, B)
     steps = grid.steps[:, :, seed_idx].transpose(2, 0, 1, 3)  # (rep, B, LR, seeds)
     at_opt = np.take_along_axis(steps, np.clip(best, 0, None)[..., None, None], axis=2)[:, :, 0, :]
     s_opt = np.where(best >= 0, _nanmean(at_opt, axis=-1), np.nan)
     e_opt = s_opt * grid.batch_sizes
-    out = {"mean_score": mean_score, "best": best, "on_edge": on_edge, "lr_opt": lr_opt, "s_opt": s_opt,
+    out = {"mean_score": opt["mean"], "best": best, "on_edge": opt["on_edge"], "tie": opt["tie"],
+           "reached": opt["reached"], "measured": opt["measured"], "lr_opt": lr_opt, "s_opt": s_opt,
            "e_opt": e_opt, "b_noise": [], "s_min": [], **{f"eps_max/{law}": [] for law in LAWS}}
     for r in range(len(seed_idx)):
         b_noise, s_min = fit_b_noise(s_opt[r], e_opt[r])
@@ -249,6 +348,66 @@ def _ci(values) -> list[float]:
     return [float(x) for x in np.percentile(v, CI)] if len(v) else [math.nan, math.nan]
 
 
+def _no_ci(values) -> list[float]:
+    return [math.nan, math.nan]
+
+
+def seed_rule(n_seeds: int) -> dict[str, bool | int | str]:
+    """``TargetFit.interval``: whether n seeds are enough for an interval (``MIN_SEEDS``), with the numbers and why."""
+    k, enough = distinct_resamples(n_seeds), n_seeds >= MIN_SEEDS
+    note = (f"{n_seeds} seeds: {k} distinct bootstrap resamples behind each 95% interval" if enough else
+            f"too few seeds for an interval: {n_seeds} seed(s) give only {k} distinct bootstrap resample(s) "
+            f"(C(2n - 1, n)); an interval needs at least {MIN_SEEDS} seeds ({distinct_resamples(MIN_SEEDS)} resamples; "
+            f"a 2.5% tail needs 40), so none is given, and nothing that rests on one is claimed: no optimum is "
+            f"called resolved, no rise, fall or surge of the optimal LR, no trend of B_noise across targets. "
+            f"Fix: run rounds={MIN_SEEDS} or more")
+    return {"enough_seeds": enough, "n_seeds": n_seeds, "distinct_resamples": k, "min_seeds": MIN_SEEDS,
+            "note": note, "lattice": LATTICE_NOTE}
+
+
+def _continuous(fit_numbers: dict) -> dict[str, tuple[str, float, list[float]]]:
+    """The continuous estimates of a fit by key: (name in words, value, interval)."""
+    out = {"b_noise": ("B_noise (Eq 22)", fit_numbers["b_noise"], fit_numbers["b_noise_ci"]),
+           "s_min": ("S_min (Eq 22)", fit_numbers["s_min"], fit_numbers["s_min_ci"])}
+    for law, (label, _) in LAWS.items():
+        out[f"eps_max/{law}"] = (f"eps_max of {label}", fit_numbers["eps_max"][law], fit_numbers["eps_max_ci"][law])
+    for law in CURVE_LAWS:
+        c = fit_numbers["curve"][law]
+        for k, name in (("b_noise", "B_noise"), ("eps_max", "eps_max")):
+            out[f"curve/{law}/{k}"] = (f"{name} of {LAWS[law][0]} fitted to the optima", c[k], c[f"{k}_ci"])
+    out["b_simple"] = ("B_simple (measured)", fit_numbers["b_simple"], fit_numbers["b_simple_ci"])
+    return out
+
+
+def _off_interval(fit_numbers: dict) -> tuple[list[str], list[str]]:
+    """The keys of the continuous estimates that lie on or outside their own interval, and a note for each."""
+    keys, notes = [], []
+    for key, (name, value, (lo, hi)) in _continuous(fit_numbers).items():
+        where = interval_position(value, (lo, hi))
+        if where in ("on", "outside"):
+            keys.append(key)
+            shown = f"{name} = {value:.4g} lies {'on a bound of' if where == 'on' else 'outside'} its bootstrap " \
+                    f"interval [{lo:.4g}, {hi:.4g}]"
+            notes.append(f"{shown}: every replicate gives the same value, so the interval (zero width) is the "
+                         f"replicates' spread, not the estimate's error" if lo == hi else
+                         f"{shown}: the replicates' distribution is skewed; read the interval as the replicates' "
+                         f"spread, not as a 95% interval around the estimate")
+    return keys, notes
+
+
+def _why_none(point: dict) -> list[str | None]:
+    """Per batch size of the data, the key of NO_OPTIMUM that says why it has no optimum; None where it has one."""
+    best, tie = point["best"][0], point["tie"][0]
+    measured, reached = point["measured"][0].any(axis=-1), point["reached"][0].any(axis=-1)
+    return [None if j >= 0 else "tie" if t else "no runs" if not m else "not reached" if not r else "not measured"
+            for j, t, m, r in zip(best, tie, measured, reached)]
+
+
+def _batches(grid: Grid, mask) -> list[int | float]:
+    """The batch sizes where ``mask`` holds, as the notes print them."""
+    return [int(b) if float(b).is_integer() else float(b) for b, m in zip(grid.batch_sizes, mask) if m]
+
+
 def _law_bands(grid: Grid, boot: dict) -> dict[str, dict[str, list[float]]]:
     """Each law's curve over B for every replicate's (eps_max, B_noise), summarised by its 95% percentile band."""
     b = np.geomspace(grid.batch_sizes.min(), grid.batch_sizes.max(), 60) if grid.batch_sizes.min() > 0 else \
@@ -267,50 +426,68 @@ def _law_bands(grid: Grid, boot: dict) -> dict[str, dict[str, list[float]]]:
 
 
 def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "drop") -> TargetFit:
+    """Every estimate of one target, with its bootstrap interval over seeds (none below ``MIN_SEEDS`` seeds) and a
+    note for each thing a reader must know: no optimum and why, an edge, an estimate on or outside its interval."""
     n_seeds = len(grid.seeds)
     point = _estimates(grid, np.arange(n_seeds)[None, :], criterion)
     rng = np.random.default_rng(seed)
     boot = _estimates(grid, rng.integers(0, n_seeds, size=(n_boot, n_seeds)), criterion)
+    interval = seed_rule(n_seeds)
+    ci = _ci if interval["enough_seeds"] else _no_ci  # a degenerate interval would read as a precise one
     best, lr_opt = point["best"][0], point["lr_opt"][0]
     agreement = (boot["best"] == best[None, :]).mean(axis=0)
     n_lr = len(grid.lrs)
     dist = np.stack([(boot["best"] == j).mean(axis=0) for j in range(n_lr)], axis=1)  # (B, LR)
     score_at_opt = np.where(best >= 0, np.take_along_axis(point["mean_score"][0], np.clip(best, 0, None)[:, None],
                                                           axis=1)[:, 0], np.nan)
-    finite = np.isfinite(point["mean_score"][0])
-    side = []
-    for b, (j, edge) in enumerate(zip(best, point["on_edge"][0])):
-        top = j == n_lr - 1 or (j >= 0 and j + 1 < n_lr and not finite[b, j + 1])
-        side.append(None if not edge else "top" if top else "bottom")
+    below, above = measured_beyond(best, point["measured"][0])
+    side = [None if not edge else "both" if not (low or high) else "top" if not high else "bottom"
+            for edge, low, high in zip(point["on_edge"][0], below, above)]
+    why = _why_none(point)
+    tied = tied_best(np.where(point["reached"][0], point["mean_score"][0], np.nan))
+    tied_lrs = [grid.lrs[t].tolist() if w == "tie" else [] for t, w in zip(tied, why)]
     seeds_at_opt = [int(np.isfinite(grid.drop[b, j]).sum()) if j >= 0 else 0 for b, j in enumerate(best)]
     notes = []
     b_noise = point["b_noise"][0]
     if not b_noise > 0:
         notes.append(f"Eq 22 gave B_noise = {b_noise:.3g}: the S-E points show no speed/data trade-off, so no law "
                      f"is fitted")
-    if n_seeds < 2:
-        notes.append("one seed: the intervals are degenerate; run more rounds")
+    if not interval["enough_seeds"]:
+        notes.append(interval["note"])
     if point["on_edge"][0].any():
-        edge = [int(b) for b, e in zip(grid.batch_sizes, point["on_edge"][0]) if e]
-        notes.append(f"optimal LR on the edge of the measured LR range at B = {edge}: the optimum may lie beyond")
-    return TargetFit(
+        notes.append(f"optimal LR on the edge of the measured LR range at B = {_batches(grid, point['on_edge'][0])}: "
+                     f"the optimum may lie beyond")
+    for reason in NO_OPTIMUM:
+        at = [w == reason for w in why]
+        if reason == "tie" and any(at):
+            lrs = "; ".join(f"LRs {lr_list(grid.lrs[t])} at B = {b:g}"
+                            for b, t, a in zip(grid.batch_sizes, tied, at) if a)
+            notes.append(f"tie at B = {_batches(grid, at)}: two or more LRs share the best mean {criterion} score "
+                         f"({lrs}), so there is no optimum there, and it enters no fit")
+        elif any(at):
+            notes.append(f"{NO_OPTIMUM[reason]} at B = {_batches(grid, at)}: no optimum there")
+    numbers = dict(
         target=grid.target, criterion=criterion, n_runs=grid.n_runs, n_seeds=n_seeds, n_boot=n_boot,
         batch_sizes=grid.batch_sizes.tolist(), lrs=grid.lrs.tolist(), lr_opt=lr_opt.tolist(),
-        lr_opt_ci=[_ci(boot["lr_opt"][:, i]) for i in range(len(grid.batch_sizes))],
+        lr_opt_ci=[ci(boot["lr_opt"][:, i]) for i in range(len(grid.batch_sizes))],
         lr_opt_agreement=agreement.tolist(), lr_opt_dist=dist.tolist(), on_edge=point["on_edge"][0].tolist(),
-        edge_side=side, score_at_opt=score_at_opt.tolist(), seeds_at_opt=seeds_at_opt,
+        edge_side=side, no_optimum=why, tied_lrs=tied_lrs, score_at_opt=score_at_opt.tolist(),
+        seeds_at_opt=seeds_at_opt,
         steps_at_opt=point["s_opt"][0].tolist(), examples_at_opt=point["e_opt"][0].tolist(),
-        b_noise=b_noise, b_noise_ci=_ci(boot["b_noise"]), s_min=point["s_min"][0], s_min_ci=_ci(boot["s_min"]),
+        b_noise=b_noise, b_noise_ci=ci(boot["b_noise"]), s_min=point["s_min"][0], s_min_ci=ci(boot["s_min"]),
         eps_max={law: point[f"eps_max/{law}"][0] for law in LAWS},
-        eps_max_ci={law: _ci(boot[f"eps_max/{law}"]) for law in LAWS}, law_band=_law_bands(grid, boot),
-        peak_batch_size=float(point["peak"][0]), peak_batch_size_ci=_ci(boot["peak"]),
-        b_simple=float(point["b_simple"][0]), b_simple_ci=_ci(boot["b_simple"]),
+        eps_max_ci={law: ci(boot[f"eps_max/{law}"]) for law in LAWS},
+        law_band=_law_bands(grid, boot) if interval["enough_seeds"] else {},
+        peak_batch_size=float(point["peak"][0]), peak_batch_size_ci=ci(boot["peak"]),
+        b_simple=float(point["b_simple"][0]), b_simple_ci=ci(boot["b_simple"]),
         b_simple_n=int(np.isfinite(grid.b_simple).sum()) if grid.b_simple is not None else 0,
         curve={law: {k: float(point[f"curve/{law}/{k}"][0]) for k in ("eps_max", "b_noise")}
-               | {f"{k}_ci": _ci(boot[f"curve/{law}/{k}"]) for k in ("eps_max", "b_noise")}
+               | {f"{k}_ci": ci(boot[f"curve/{law}/{k}"]) for k in ("eps_max", "b_noise")}
                | {"unfit_share": float(np.mean(~np.isfinite(boot[f"curve/{law}/b_noise"])))} for law in CURVE_LAWS},
-        mean_score=point["mean_score"][0].tolist(), notes=notes,
+        interval=interval, mean_score=point["mean_score"][0].tolist(),
     )
+    off, off_notes = _off_interval(numbers)
+    return TargetFit(**numbers, off_interval=off, notes=notes + off_notes)
 
 
 def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, criterion: str = "drop") -> list[TargetFit]:

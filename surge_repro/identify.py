@@ -3,16 +3,22 @@
 Per batch size (``verdicts``), from the bootstrap distribution of the optimal LR (``TargetFit.lr_opt_dist``):
 
 - ``resolved``: in at least ``confidence`` of the replicates the optimum lies within one grid step of the data's;
-- ``edge``: the data's optimum is on the grid's edge (``edge_side`` top or bottom): the true one may lie beyond, so
-  only one side of its interval means anything;
+- ``edge``: nothing was measured beyond the data's optimum at this B (``edge_side`` top or bottom; both where it is
+  the only LR measured): the true one may lie beyond, so only one side of its interval means anything (neither for
+  both). This needs no interval: it is said at any number of seeds;
 - ``not identifiable``: neither; more seeds would be needed (``budget`` says how many);
-- ``no data``: no LR measured the criterion at this batch size.
+- ``too few seeds``: an optimum, not on the edge, but fewer seeds than an interval needs (``fit.MIN_SEEDS``): it can
+  be neither resolved nor not identifiable;
+- ``tie``: two or more LRs share the best mean score (``TargetFit.tied_lrs``): no optimum;
+- ``not reached``: runs exist, but none reached the target (all diverged or were too slow): no optimum;
+- ``no data``: no LR measured the criterion at this batch size (``TargetFit.no_optimum`` says which way).
 
 Per figure (``surge_verdict``): the optimal LR rises between two batch sizes when the 95% interval of the smaller
 one's optimum lies wholly below the larger one's, and falls when wholly above; only resolved optima and the
 meaningful side of edge optima take part (a top edge's interval bounds its optimum from below only, a bottom edge's
 from above only). The
-surge (a rise, then a fall at larger B) is claimed only when both are supported.
+surge (a rise, then a fall at larger B) is claimed only when both are supported. With too few seeds there are no
+intervals, and the verdict is ``too few seeds``: no rise, fall or surge is claimed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import numpy as np
 from surge_repro.fit import TargetFit
 
 RESOLVED, EDGE, UNRESOLVED, NO_DATA = "resolved", "edge", "not identifiable", "no data"
+FEW_SEEDS, TIE, NOT_REACHED = "too few seeds", "tie", "not reached"
+STATES = (RESOLVED, EDGE, UNRESOLVED, FEW_SEEDS, TIE, NOT_REACHED, NO_DATA)
 CONFIDENCE = 0.95
 
 
@@ -40,11 +48,16 @@ def within_one_step(fit: TargetFit) -> list[float]:
 
 
 def verdicts(fit: TargetFit, confidence: float = CONFIDENCE) -> list[str]:
+    """Per batch size, one of ``STATES`` (the module's docstring says when)."""
     near = within_one_step(fit)
+    enough = fit.interval["enough_seeds"]
     out = []
-    for lr, edge, share in zip(fit.lr_opt, fit.on_edge, near):
-        out.append(NO_DATA if not math.isfinite(lr) else EDGE if edge else RESOLVED if share >= confidence
-                   else UNRESOLVED)
+    for lr, edge, share, why in zip(fit.lr_opt, fit.on_edge, near, fit.no_optimum):
+        if not math.isfinite(lr):
+            out.append(TIE if why == "tie" else NOT_REACHED if why == "not reached" else NO_DATA)
+        else:
+            out.append(EDGE if edge else FEW_SEEDS if not enough else RESOLVED if share >= confidence
+                       else UNRESOLVED)
     return out
 
 
@@ -54,7 +67,7 @@ def _bounds(fit: TargetFit, confidence: float) -> list[tuple[float, float] | Non
     for v, (lo, hi), lr, side in zip(verdicts(fit, confidence), fit.lr_opt_ci, fit.lr_opt, fit.edge_side):
         if v == RESOLVED:
             out.append((lo, hi))
-        elif v == EDGE:  # the interval's inner side still holds: the data's edge optimum is itself noisy
+        elif v == EDGE and side in ("top", "bottom") and math.isfinite(lo):  # the interval's inner side holds
             out.append((lo, math.inf) if side == "top" else (0.0, hi))
         else:
             out.append(None)
@@ -77,11 +90,17 @@ def surge_verdict(fit: TargetFit, confidence: float = CONFIDENCE) -> dict:
                 falls.append((b[i], b[j]))
     # a surge: a rise into some B, then a fall out of it or of a larger B
     surge = any(rj <= fi for (_, rj) in rises for (fi, _) in falls)
-    counts = {k: v.count(k) for k in (RESOLVED, EDGE, UNRESOLVED, NO_DATA)}
+    counts = {k: v.count(k) for k in STATES}
     head = (f"{counts[RESOLVED]} of {len(b)} batch sizes resolved (optimum within one grid step in >= "
             f"{confidence:.0%} of replicates), {counts[EDGE]} on the grid's edge, {counts[UNRESOLVED]} not "
             f"identifiable at {fit.n_seeds} seeds")
-    if surge:
+    head += "".join(f", {counts[k]} {k}" for k in (FEW_SEEDS, TIE, NOT_REACHED, NO_DATA) if counts[k])
+    if not fit.interval["enough_seeds"]:
+        label = FEW_SEEDS
+        text = (f"no rise, fall or surge of the optimal LR is claimed: {fit.n_seeds} seed(s) give "
+                f"{fit.interval['distinct_resamples']} distinct bootstrap resamples, and an interval needs at least "
+                f"{fit.interval['min_seeds']} seeds")
+    elif surge:
         label = "surge supported"
         text = f"rise and fall supported: the optimal LR rises ({_pairs(rises)}) and then falls ({_pairs(falls)})"
     elif rises:

@@ -3,11 +3,16 @@
 ``surge_row`` draws one target as the paper's two panels:
 
 - left: the criterion's mean over (B, LR) as a heatmap (the paper's: the loss drop over K steps), the optimal LR of
-  each B (filled: resolved; hollow: on the grid's edge; small and faint: not identifiable; bars = bootstrap 95%
-  interval over seeds), the fewest-steps optimum beside it (blue diamonds), a red dashed line at the fitted B_noise,
-  the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of Eq 24) with their eps_max, each with its
-  95% band over seeds;
+  each B (filled: resolved; hollow: on the grid's edge; small and faint: not identifiable; grey-rimmed: too few seeds
+  for an interval; bars = bootstrap 95% interval over seeds), the fewest-steps optimum beside it (blue diamonds), a
+  red dashed line at the fitted B_noise, the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of
+  Eq 24) with their eps_max, each with its 95% band over seeds. A batch size without an optimum says why in its
+  column (no run reached the target, a tie: its tied LRs as hollow squares, no data);
 - right: 1/S against 1/E at the optimal LRs with the Eq 22 line, whose slope is -B_noise.
+
+A star (*) marks an estimate that lies on or outside its own bootstrap interval (``TargetFit.off_interval``); the
+row's title names them. With too few seeds (``TargetFit.interval``) there are no bars or bands, and the title and the
+legend say so.
 
 ``surge_figure`` stacks a row per target; with two or more targets it opens with ``b_noise_panel``: B_noise (Eq 22)
 and the observed peak of the optimal LR against the target loss, each with its 95% interval, the loss falling to
@@ -30,7 +35,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from surge_repro.fit import TargetFit  # noqa: E402
+from surge_repro.fit import NO_OPTIMUM, TargetFit  # noqa: E402
 from surge_repro.theory import LAWS  # noqa: E402
 
 LAW_STYLE = {"adam": dict(color="tab:orange", lw=2.2, ls="-"),
@@ -67,13 +72,36 @@ def fmt_b(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _fmt_ci(value: float, ci: list[float], fmt=".3g") -> str:
-    """``value [lo, hi]``; ``fmt`` is a format spec or a function of a float."""
+def _fmt_ci(value: float, ci: list[float], fmt=".3g", star: bool = False) -> str:
+    """``value [lo, hi]``; ``fmt`` is a format spec or a function of a float; ``star``: the value lies on or outside
+    its interval (marked *)."""
     f = fmt if callable(fmt) else (lambda v: f"{v:{fmt}}")
     if not math.isfinite(value):
         return "n/a"
     lo, hi = ci
-    return f"{f(value)} [{f(lo)}, {f(hi)}]" if math.isfinite(lo) else f(value)
+    return (f"{f(value)} [{f(lo)}, {f(hi)}]" if math.isfinite(lo) else f(value)) + (" *" if star else "")
+
+
+def _star(fit: TargetFit, key: str) -> str:
+    return " *" if key in fit.off_interval else ""
+
+
+def _off_interval_line(fit: TargetFit) -> str:
+    """The row title's line naming the estimates on or outside their own interval; empty where there are none."""
+    names = {"b_noise": "B_noise", "s_min": "S_min", "b_simple": "B_simple",
+             **{f"eps_max/{law}": f"eps_max {label.split(' (')[0]}" for law, (label, _) in LAWS.items()},
+             **{f"curve/{law}/{k}": f"{name} of {'Eq 2' if law == 'adam' else 'Eq 1'} fit"
+                for law in ("adam", "sgd_alpha1") for k, name in (("b_noise", "B_noise"), ("eps_max", "eps_max"))}}
+    if not fit.off_interval:
+        return ""
+    return textwrap.fill("* on or outside its bootstrap interval (skewed or identical replicates: the interval is "
+                         "their spread): " + ", ".join(names.get(k, k) for k in fit.off_interval), 95)
+
+
+def _no_interval_line(fit: TargetFit) -> str:
+    rule = fit.interval
+    return (f"no intervals: {fit.n_seeds} seeds give {rule['distinct_resamples']} distinct bootstrap resamples, too "
+            f"few seeds (>= {rule['min_seeds']} needed); no resolved optimum, rise, fall or surge is claimed")
 
 
 def _batch_axis(axis, unit: str, label: str = "batch size B") -> None:
@@ -83,7 +111,8 @@ def _batch_axis(axis, unit: str, label: str = "batch size B") -> None:
 
 def _optima(ax, fit: TargetFit, b: np.ndarray, verdict: dict | None, color: str, marker: str, prefix: str) -> None:
     """The optimal LR per B with its 95% bootstrap interval: filled where resolved (or where no verdict is given),
-    hollow on the grid's edge, small and faint where not identifiable."""
+    hollow on the grid's edge, small and faint where not identifiable, grey-rimmed without an interval (too few
+    seeds)."""
     lr_opt = np.asarray(fit.lr_opt, float)
     ci = np.asarray(fit.lr_opt_ci, float)
     ok = np.isfinite(lr_opt)
@@ -93,12 +122,31 @@ def _optima(ax, fit: TargetFit, b: np.ndarray, verdict: dict | None, color: str,
     yerr = np.where(np.isfinite(yerr), yerr, 0)
     styles = (("resolved", dict(mfc=color, ms=7, alpha=1.0), "resolved"),
               ("edge", dict(mfc="none", ms=7, alpha=1.0), "on the grid's edge"),
-              ("not identifiable", dict(mfc="white", ms=5, alpha=0.55), "not identifiable"))
+              ("not identifiable", dict(mfc="white", ms=5, alpha=0.55), "not identifiable"),
+              ("too few seeds", dict(mfc=color, ms=6, alpha=0.8), "no interval (too few seeds)"))
     for name, style, label in styles:
         mask = ok & (state == name)
         if mask.any():
-            ax.errorbar(b[mask], lr_opt[mask], yerr=yerr[:, mask], fmt=marker, mec=color, mew=1.6,
-                        ecolor=color, elinewidth=1.1, capsize=3, label=f"{prefix}, {label}", zorder=5, **style)
+            ax.errorbar(b[mask], lr_opt[mask], yerr=yerr[:, mask], fmt=marker, mew=1.6, ecolor=color,
+                        mec="0.4" if name == "too few seeds" else color, elinewidth=1.1, capsize=3,
+                        label=f"{prefix}, {label}", zorder=5, **style)
+
+
+def _no_optimum(ax, fit: TargetFit, b: np.ndarray, color: str, top: bool, prefix: str) -> None:
+    """At each B without an optimum, why, written up its column from its top (``top``) or its bottom; the LRs of a
+    tie of a few as hollow squares (a tie of many, as every LR at S = 0 by fewest steps, only in words)."""
+    for x, why, tied in zip(b, fit.no_optimum, fit.tied_lrs):
+        if why is None:
+            continue
+        few = len(tied) <= 4
+        text = ("tie: no optimum" if few else f"tie of {len(tied)} LRs: no optimum") if why == "tie" else \
+            "no run reached\nthe target" if why == "not reached" else textwrap.fill(NO_OPTIMUM[why], 22)
+        ax.text(x, 0.98 if top else 0.02, f"{prefix}{text}", rotation=90, ha="center", va="top" if top else "bottom",
+                fontsize=7.5, color=color, transform=ax.get_xaxis_transform(), zorder=4.5,  # under the markers
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, alpha=0.85))
+        if tied and few:
+            ax.plot([x] * len(tied), tied, "s", mfc="none", mec=color, ms=6, mew=1.2, zorder=5,
+                    label=f"{prefix}LRs tied for the best (no optimum)")
 
 
 def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: TargetFit | None = None,
@@ -118,10 +166,12 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
     ax.figure.colorbar(mesh, ax=ax, label=f"{label} (n = {fit.n_seeds} seeds)")
 
     _optima(ax, fit, b, verdict, "tab:red", "o", "optimal LR")
+    _no_optimum(ax, fit, b, "tab:red", True, "")  # high and low in the column: the optima sit in between
     if overlay is not None:  # beside the chosen criterion's markers, not on them, inside the same cell
         edges = _edges(b, log_b)
         shifted = b * (edges[1:] / edges[:-1]) ** 0.2 if log_b else b + 0.2 * np.diff(edges)
         _optima(ax, overlay, shifted, overlay_verdict, "tab:blue", "D", "fewest-steps LR")
+        _no_optimum(ax, overlay, shifted, "tab:blue", False, "fewest steps: ")
 
     x_edges = _edges(b, log_b)
     grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(
@@ -130,33 +180,41 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
         for law, (label, fn) in LAWS.items():
             eps = fit.eps_max[law]
             if math.isfinite(eps):
-                ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), label=f"{label}: eps_max = {eps:.3g}",
-                        **LAW_STYLE[law], zorder=4)
+                ax.plot(grid_b, fn(grid_b, eps, fit.b_noise), **LAW_STYLE[law], zorder=4,
+                        label=f"{label}: eps_max = {eps:.3g}{_star(fit, f'eps_max/{law}')}")
             band = fit.law_band.get(law)
             if band:  # the curve's 95% band over seeds, faint so that three of them leave the heatmap readable
                 ax.fill_between(band["b"], band["lo"], band["hi"], color=LAW_STYLE[law]["color"],
                                 alpha=0.16 if law == "adam" else 0.08, lw=0, zorder=3)
         lo, hi = x_edges[0], x_edges[-1]
+        star = _star(fit, "b_noise")
         if lo <= fit.b_noise <= hi:
-            ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fmt_b(fit.b_noise)}", zorder=4)
+            ax.axvline(fit.b_noise, color="red", ls="--", lw=1.8, label=f"B_noise = {fmt_b(fit.b_noise)}{star}",
+                       zorder=4)
         else:
-            ax.plot([], [], color="red", ls="--", label=f"B_noise = {fmt_b(fit.b_noise)} (off the axis)")
+            ax.plot([], [], color="red", ls="--", label=f"B_noise = {fmt_b(fit.b_noise)}{star} (off the axis)")
     eq2 = fit.curve["adam"]
     if not fit.b_noise > 0 and math.isfinite(eq2["b_noise"]):  # no Eq 22: the law fitted to the optima instead
         ax.plot(grid_b, LAWS["adam"][1](grid_b, eq2["eps_max"], eq2["b_noise"]), **LAW_STYLE["adam"], zorder=4,
-                label=f"Eq 2 fitted to the optima: eps_max = {eq2['eps_max']:.3g}, B_noise = {fmt_b(eq2['b_noise'])}")
+                label=f"Eq 2 fitted to the optima: eps_max = {eq2['eps_max']:.3g}{_star(fit, 'curve/adam/eps_max')}, "
+                      f"B_noise = {fmt_b(eq2['b_noise'])}{_star(fit, 'curve/adam/b_noise')}")
     if math.isfinite(fit.b_simple):  # the measured noise scale beside the fitted one (McCandlish: B_simple)
         inside = x_edges[0] <= fit.b_simple <= x_edges[-1]
         ax.axvline(fit.b_simple if inside else np.nan, color="tab:blue", ls=":", lw=1.8, zorder=4,
-                   label=f"B_simple (measured) = {fmt_b(fit.b_simple)}" + ("" if inside else " (off the axis)"))
+                   label=f"B_simple (measured) = {fmt_b(fit.b_simple)}{_star(fit, 'b_simple')}"
+                         + ("" if inside else " (off the axis)"))
     ax.set_xscale("log" if log_b else "linear")
     ax.set_yscale("log" if log_lr else "linear")
     ax.set_xlim(x_edges[[0, -1]])
     ax.set_ylim(_edges(lrs, log_lr)[[0, -1]])
     _batch_axis(ax.xaxis, unit)
     ax.set_ylabel("learning rate")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False,
-              title="bands and bars: 95% bootstrap intervals over seeds", title_fontsize=8)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))  # one entry for a tie's squares, however many ties
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
+              frameon=False, title_fontsize=8,
+              title="bands and bars: 95% bootstrap intervals over seeds" if fit.interval["enough_seeds"] else
+              textwrap.fill(_no_interval_line(fit), 110))
 
 
 def _power(values: np.ndarray) -> int:
@@ -198,8 +256,9 @@ def se_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
     if math.isfinite(fit.b_noise) and math.isfinite(fit.s_min) and ok.sum() >= 2:
         x = np.linspace(0, (1 / e[ok]).max() * 1.05, 100)
         ax.plot(x_of(x), y_of(1 / fit.s_min - fit.b_noise * x), color="red", ls="--",  # Eq 22
-                label=f"Eq 22: slope -B_noise\nB_noise = {_fmt_ci(fit.b_noise, fit.b_noise_ci, fmt_b)} {unit}\n"
-                      f"S_min = {_fmt_ci(fit.s_min, fit.s_min_ci)}")
+                label=f"Eq 22: slope -B_noise\nB_noise = "
+                      f"{_fmt_ci(fit.b_noise, fit.b_noise_ci, fmt_b, 'b_noise' in fit.off_interval)} {unit}\n"
+                      f"S_min = {_fmt_ci(fit.s_min, fit.s_min_ci, star='s_min' in fit.off_interval)}")
     ax.set_xlabel(f"1 / E{_times(px)}   (E = {unit} to target)")
     ax.set_ylabel(f"1 / S{_times(py)}   (S = steps to target)")
     ax.set_xlim(left=0)
@@ -256,12 +315,15 @@ def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[
     rows = []
     for f, lab in zip(fits, labels or [""] * len(fits)):
         head = f"{lab}{' ' if lab else ''}{f.target:g}"
-        rows += [f"{head:<8s} Eq 22 {_fmt_ci(f.b_noise, f.b_noise_ci, fmt_b):<20s}"
+        eq2 = _fmt_ci(f.curve["adam"]["b_noise"], f.curve["adam"]["b_noise_ci"], fmt_b,
+                      "curve/adam/b_noise" in f.off_interval)
+        rows += [f"{head:<8s} Eq 22 {_fmt_ci(f.b_noise, f.b_noise_ci, fmt_b, 'b_noise' in f.off_interval):<20s}"
                  f"peak     {_fmt_ci(f.peak_batch_size, f.peak_batch_size_ci, fmt_b)}",
-                 f"{'':<8s} Eq 2  {_fmt_ci(f.curve['adam']['b_noise'], f.curve['adam']['b_noise_ci'], fmt_b):<20s}"
-                 f"B_simple {_fmt_ci(f.b_simple, f.b_simple_ci, fmt_b)}"]
+                 f"{'':<8s} Eq 2  {eq2:<20s}"
+                 f"B_simple {_fmt_ci(f.b_simple, f.b_simple_ci, fmt_b, 'b_simple' in f.off_interval)}"]
     n = f"{int(np.isfinite(fits[0].steps_at_opt).sum())} B x {fits[0].n_seeds} seeds" if fits else ""
-    ax.text(0, 1, f"target: B_noise [95% CI], in {unit}; {n}\n" + "\n".join(rows) + "\n\n"
+    star = "; * on or outside its own interval" if any(f.off_interval for f in fits) else ""
+    ax.text(0, 1, f"target: B_noise [95% CI], in {unit}; {n}{star}\n" + "\n".join(rows) + "\n\n"
             + textwrap.fill(trend["text"], 72), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
 
 
@@ -291,7 +353,12 @@ def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None 
                f"LR x {fit.n_seeds} seeds"
         if verdict:
             n_res = verdict["per_batch"].count("resolved")
-            head += f"\nverdict: {verdict['verdict']} ({n_res} of {len(fit.batch_sizes)} optima resolved)"
+            head += f"\nverdict: {verdict['verdict']}" + (f" ({n_res} of {len(fit.batch_sizes)} optima resolved)"
+                                                          if fit.interval["enough_seeds"] else "")
+        if not fit.interval["enough_seeds"]:
+            head += "\n" + textwrap.fill(_no_interval_line(fit), 95)
+        if fit.off_interval:
+            head += "\n" + _off_interval_line(fit)
         left.set_title(head, fontsize=10)
         right.set_title(f"peak of the optimal LR: B = "
                         f"{_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, fmt_b)} {unit}", fontsize=10)

@@ -12,6 +12,11 @@ they mean to ``run.py``. Which experiments a script draws, its title and the pap
 ``surge_repro.figures``. An experiment whose ``conf/experiment/<name>.yaml`` does not exist (yet) is still drawn from
 the store under its name. With two or more targets the figure opens with B_noise against the target loss
 (``b_noise_trend``: does it grow as training goes on, as Fig. 3 claims?).
+
+The text, the JSON (each target's ``interval``, ``no_optimum``, ``tied_lrs``, ``off_interval`` and ``notes``) and the
+figure say what a number cannot mean: a batch size without an optimum (no run reached the target, a tie), fewer
+seeds than an interval needs (``fit.MIN_SEEDS``: then no interval and no verdict that rests on one), an estimate on
+or outside its own interval (starred).
 """
 
 from __future__ import annotations
@@ -30,11 +35,11 @@ from omegaconf import DictConfig
 
 from surge_repro import figures, provenance
 from surge_repro.config import CONF_DIR, compose
-from surge_repro.fit import CRITERIA, CURVE_LAWS, TargetFit, fit_experiment
-from surge_repro.identify import CONFIDENCE, surge_verdict
+from surge_repro.fit import CRITERIA, CURVE_LAWS, MIN_SEEDS, NO_OPTIMUM, TargetFit, fit_experiment, lr_list
+from surge_repro.identify import CONFIDENCE, FEW_SEEDS, surge_verdict
 from surge_repro.mirror import Mirror
 from surge_repro.plots import fmt_b, surge_figure
-from surge_repro.store import load_grid, status_counts
+from surge_repro.store import MixedGridsError, load_grid, one_grid, status_counts
 from surge_repro.theory import LAWS
 
 log = logging.getLogger("surge_repro.report")
@@ -57,42 +62,71 @@ def plain(value):
     return value
 
 
+def why_none(fit: TargetFit, i: int) -> str:
+    """Why batch size ``i`` has no optimal LR, in words (the tied LRs of a tie)."""
+    if fit.no_optimum[i] == "tie":
+        return f"tie between LRs {lr_list(fit.tied_lrs[i])}"
+    return NO_OPTIMUM.get(fit.no_optimum[i], "no optimum")
+
+
 def describe(fit: TargetFit, steps_fit: TargetFit | None = None, confidence: float = CONFIDENCE) -> str:
     """The fitted numbers of one target as a few lines of text, with the verdicts; ``steps_fit`` (the fewest-steps
-    criterion's fit) adds its optimum beside the main criterion's."""
+    criterion's fit) adds its optimum beside the main criterion's. A batch size without an optimum says why; an
+    estimate on or outside its own interval is starred, and its note says what that means."""
 
-    def ci(v, c):
-        return f"{v:.4g} [{c[0]:.4g}, {c[1]:.4g}]" if math.isfinite(v) and math.isfinite(c[0]) else f"{v:.4g}"
+    def ci(v, c, key=None):
+        star = " *" if key in fit.off_interval else ""
+        return (f"{v:.4g} [{c[0]:.4g}, {c[1]:.4g}]" if math.isfinite(v) and math.isfinite(c[0]) else f"{v:.4g}") + star
+
+    def optimum(f: TargetFit, i: int) -> str:
+        (lo, hi), lr = f.lr_opt_ci[i], f.lr_opt[i]
+        if not math.isfinite(lr):
+            return f"none ({why_none(f, i)})"
+        return f"{lr:.3g} [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else f"{lr:.3g}"
 
     verdict = surge_verdict(fit, confidence)
+    rule = fit.interval
+    enough = rule["enough_seeds"]
+    intervals = (f"95% intervals from {fit.n_boot} bootstrap replicates over seeds ({rule['distinct_resamples']} "
+                 f"distinct resamples)" if enough else
+                 f"no intervals: too few seeds ({fit.n_seeds} seeds give {rule['distinct_resamples']} distinct "
+                 f"bootstrap resamples; an interval needs {rule['min_seeds']} seeds)")
     lines = [f"target {fit.target:g}: {fit.n_runs} runs ({len(fit.batch_sizes)} batch sizes x {len(fit.lrs)} LRs x "
-             f"{fit.n_seeds} seeds), criterion {fit.criterion}, 95% intervals from {fit.n_boot} bootstrap "
-             f"replicates over seeds",
+             f"{fit.n_seeds} seeds), criterion {fit.criterion}, {intervals}",
              f"  verdict: {verdict['verdict']}: {verdict['text']}",
-             f"  B_noise = {ci(fit.b_noise, fit.b_noise_ci)}   S_min = {ci(fit.s_min, fit.s_min_ci)}   "
+             f"  B_noise = {ci(fit.b_noise, fit.b_noise_ci, 'b_noise')}   "
+             f"S_min = {ci(fit.s_min, fit.s_min_ci, 's_min')}   "
              f"(Eq 22 over {int(np.isfinite(fit.steps_at_opt).sum())} batch sizes)"]
     for law, (label, _) in LAWS.items():
-        lines.append(f"  eps_max {label:24s} = {ci(fit.eps_max[law], fit.eps_max_ci[law])}")
+        lines.append(f"  eps_max {label:24s} = {ci(fit.eps_max[law], fit.eps_max_ci[law], f'eps_max/{law}')}")
     lines.append(f"  observed peak of the optimal LR at B = {ci(fit.peak_batch_size, fit.peak_batch_size_ci)}")
     for law in CURVE_LAWS:  # B_noise from the optimal LRs' shape alone
         c = fit.curve[law]
         unfit = f" (no {'peak' if law == 'adam' else 'knee'} in {c['unfit_share']:.0%} of replicates)" \
             if c["unfit_share"] else ""
         lines.append(f"  {LAWS[law][0]} fitted to the optima, B_noise free: B_noise = "
-                     f"{ci(c['b_noise'], c['b_noise_ci'])}, eps_max = {ci(c['eps_max'], c['eps_max_ci'])}{unfit}")
+                     f"{ci(c['b_noise'], c['b_noise_ci'], f'curve/{law}/b_noise')}, eps_max = "
+                     f"{ci(c['eps_max'], c['eps_max_ci'], f'curve/{law}/eps_max')}{unfit}")
     lines.append(f"  B_simple measured in training (McCandlish; median of {fit.b_simple_n} runs at the target) = "
-                 f"{ci(fit.b_simple, fit.b_simple_ci)}" if fit.b_simple_n else
+                 f"{ci(fit.b_simple, fit.b_simple_ci, 'b_simple')}" if fit.b_simple_n else
                  "  B_simple not measured (noise_scale.every=0, B = 1 only, or a BatchNorm model)")
+    if enough:
+        lines.append(f"  intervals: {rule['lattice']}" + ("; * an estimate on or outside its own interval (see the "
+                                                          "notes)" if fit.off_interval else ""))
     extra = "   fewest steps [95%]" if steps_fit else ""
     lines.append(f"  B      optimal LR  95% interval         within 1 step  verdict           S at optimum{extra}")
     for i, b in enumerate(fit.batch_sizes):
-        lo, hi = fit.lr_opt_ci[i]
+        lr, (lo, hi) = fit.lr_opt[i], fit.lr_opt_ci[i]
         side = f" ({fit.edge_side[i]})" if fit.on_edge[i] else ""
-        row = (f"  {b:<6g} {fit.lr_opt[i]:<11.3g} [{lo:.3g}, {hi:.3g}]{'':6s}{verdict['within_one_step'][i]:>8.0%}"
-               f"       {(verdict['per_batch'][i] + side):<17s} {fit.steps_at_opt[i]:<12.1f}")
+        near = f"{verdict['within_one_step'][i]:.0%}" if enough and math.isfinite(lr) else "-"
+        interval = f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "-"
+        steps = f"{fit.steps_at_opt[i]:.1f}" if math.isfinite(fit.steps_at_opt[i]) else "-"
+        row = (f"  {b:<6g} {f'{lr:.3g}' if math.isfinite(lr) else 'none':<11s} {interval:<20s} {near:>8s}"
+               f"       {(verdict['per_batch'][i] + side):<17s} {steps:<12s}")
         if steps_fit:
-            slo, shi = steps_fit.lr_opt_ci[i]
-            row += f" {steps_fit.lr_opt[i]:.3g} [{slo:.3g}, {shi:.3g}]"
+            row += f" {optimum(steps_fit, i)}"
+        if not math.isfinite(lr):
+            row += f"   <- no optimum: {why_none(fit, i)}"
         lines.append(row)
     lines += [f"  note: {n}" for n in fit.notes]
     return "\n".join(lines)
@@ -102,14 +136,16 @@ def b_noise_trend(fits: list[TargetFit]) -> dict | None:
     """Does B_noise grow as training goes on (the target loss falls), as Fig. 3 claims? None for one target.
 
     Claimed as the optimal LR's rises are (``identify``): B_noise rises when a lower target's 95% interval lies wholly
-    above a higher target's, falls when wholly below. The Spearman rank correlation of B_noise with training progress
-    (minus the target) comes beside it, as does the observed peak of the optimal LR that B_noise should predict.
+    above a higher target's, falls when wholly below; with too few seeds for an interval (``fit.MIN_SEEDS``) neither
+    is claimed. The Spearman rank correlation of B_noise with training progress (minus the target) comes beside it,
+    as does the observed peak of the optimal LR that B_noise should predict.
     """
     if len(fits) < 2:
         return None
     order = sorted(fits, key=lambda f: -f.target)  # training order: the highest loss is reached first
+    few = sorted({f.n_seeds for f in fits if not f.interval["enough_seeds"]})
     rises, falls = [], []
-    for i, a in enumerate(order if min(f.n_seeds for f in fits) >= 2 else []):  # one seed: no intervals
+    for i, a in enumerate(order if not few else []):  # too few seeds: no intervals to compare
         for b in order[i + 1:]:
             (a_lo, a_hi), (b_lo, b_hi) = a.b_noise_ci, b.b_noise_ci
             if all(math.isfinite(x) for x in (a_lo, a_hi, b_lo, b_hi)):
@@ -125,14 +161,15 @@ def b_noise_trend(fits: list[TargetFit]) -> dict | None:
     def pairs(ps: list[tuple[float, float]]) -> str:
         return ", ".join(f"{a:g} -> {b:g}" for a, b in ps[:3]) + (f" and {len(ps) - 3} more" if len(ps) > 3 else "")
 
-    if rises and not falls:
+    if few:
+        verdict, text = FEW_SEEDS, (f"too few seeds: B_noise has no interval at fewer than {MIN_SEEDS} seeds (here "
+                                    f"{', '.join(map(str, few))}), so no rise or fall of it across targets is claimed")
+    elif rises and not falls:
         verdict, text = "rises as the loss falls", f"B_noise rises as the loss falls (targets {pairs(rises)})"
     elif falls and not rises:
         verdict, text = "falls as the loss falls", f"B_noise falls as the loss falls (targets {pairs(falls)})"
     elif rises:
         verdict, text = "mixed", f"B_noise both rises ({pairs(rises)}) and falls ({pairs(falls)}) as the loss falls"
-    elif min(f.n_seeds for f in fits) < 2:
-        verdict, text = "no trend resolved", "one seed: B_noise has no interval, so no change of it is resolved"
     else:
         verdict, text = "no trend resolved", "no change of B_noise between targets is resolved (95% intervals overlap)"
     text += f"; Spearman rank correlation with training progress {rank:.2f} over {int(ok.sum())} targets" \
@@ -166,7 +203,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     if criterion not in CRITERIA:
         raise ValueError(f"report.criterion={criterion!r}: choose one of {', '.join(CRITERIA)}. "
                          f"Fix: report.criterion=drop")
-    table = load_grid(store, experiment)
+    table = one_grid(load_grid(store, experiment), list(cfg.report.get("select") or []),
+                     where=f"{store}/{experiment}")
     if table.empty:
         print(f"{experiment}: no finished runs in {store}/{experiment}. "
               f"Run: python run.py -m +experiment={experiment}")
@@ -208,7 +246,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     if trend:
         print(f"B_noise against the target loss ({unit}): {trend['verdict']}: {trend['text']}")
         for t, b, ci in zip(trend["targets"], trend["b_noise"], trend["b_noise_ci"]):
-            print(f"  target {t:<8g} B_noise = {fmt_b(b)} [{fmt_b(ci[0])}, {fmt_b(ci[1])}]")
+            print(f"  target {t:<8g} B_noise = {fmt_b(b)}" + (f" [{fmt_b(ci[0])}, {fmt_b(ci[1])}]"
+                                                               if math.isfinite(ci[0]) else ""))
     for note in label_notes:
         print(f"note: {note}")
     print(f"figure: {png}\nnumbers: {js}")
@@ -240,5 +279,9 @@ def main(script: str, argv: Sequence[str] | None = None) -> int:
     rest = [a for a in argv if not a.startswith("+experiment=")]
     rendered = 0
     for exp in named or [i.experiment for i in items]:
-        rendered += render(compose_for(exp, rest), title, command) is not None
+        try:
+            rendered += render(compose_for(exp, rest), title, command) is not None
+        except MixedGridsError as err:  # nothing drawn from a mix; the message names the keys and the fix
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return 0 if rendered else 1

@@ -73,12 +73,14 @@ def test_optimal_lr_flags_the_edge_and_skips_unmeasured_cells():
     mean = np.array([
         [0.1, 0.3, 0.2, 0.0],   # interior optimum
         [0.1, 0.2, 0.3, 0.4],   # top of the grid
-        [0.1, 0.3, ninf, nan],  # next LR diverged: the optimum may lie beyond
+        [0.1, 0.3, ninf, nan],  # next LR diverged: from the means alone, nothing is known beyond
         [nan, nan, nan, nan],   # nothing measured
     ])
-    best, edge = optimal_lr(mean)
+    best, edge, tie = optimal_lr(mean)
     assert best.tolist() == [1, 3, 1, -1]
-    assert edge.tolist() == [False, True, True, False]
+    assert edge.tolist() == [False, True, True, False] and not tie.any()
+    measured = ~np.isnan(mean)  # runs exist where the mean is -inf: a diverged LR beyond brackets the optimum
+    assert optimal_lr(mean, measured)[1].tolist() == [False, True, False, False]
 
 
 def test_grid_axes_come_from_the_table_and_missing_runs_stay_nan():

@@ -16,7 +16,7 @@ SCRIPTS = [ROOT / "reports" / "fig2_cnn5_fmnist.py"]  # the other scripts: tests
 
 
 def test_render_writes_figure_and_numbers_that_recover_the_truth(tmp_path):
-    frame = synthetic.table(law="adam", eps_max=1e-3, b_noise=20.0, seeds=4, rng=5)
+    frame = synthetic.table(law="adam", eps_max=1e-3, b_noise=20.0, seeds=5, rng=5)  # 5: the fewest with intervals
     synthetic.write_store(tmp_path / "store", "smoke", frame)
     cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",
                    "report.n_boot=100"])
@@ -26,7 +26,7 @@ def test_render_writes_figure_and_numbers_that_recover_the_truth(tmp_path):
     (fit,) = numbers["targets"]
     assert fit["b_noise"] == pytest.approx(20.0, rel=0.15)
     assert fit["eps_max"]["adam"] == pytest.approx(1e-3, rel=0.15)
-    assert fit["n_seeds"] == 4 and fit["n_runs"] == len(frame)
+    assert fit["n_seeds"] == 5 and fit["n_runs"] == len(frame) and fit["interval"]["enough_seeds"]
     assert numbers["points"] == {"done": len(frame)}
     assert json.dumps(numbers).count("NaN") == 0  # strict JSON
     assert numbers["criterion"] == "drop" and "loss drop" in numbers["criterion_means"]
