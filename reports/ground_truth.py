@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from surge_repro import figures, report  # noqa: E402
 from surge_repro.fit import fit_experiment  # noqa: E402
 from surge_repro.plots import _fmt_ci  # noqa: E402
-from surge_repro.store import load_grid  # noqa: E402
+from surge_repro.store import load_grid, one_grid  # noqa: E402
 from surge_repro.tasks import quadratic  # noqa: E402
 from surge_repro.theory import adam_lr, sgd_lr  # noqa: E402
 
@@ -37,7 +37,8 @@ EXPERIMENTS = {"ground_truth_sign": "adam", "ground_truth_sgd": "sgd_alpha1"}  #
 
 def compare(cfg, law: str, n_boot: int) -> dict | None:
     """The fit of one ground-truth experiment beside the truth of its task; None without data."""
-    table = load_grid(cfg.paths.store, cfg.experiment_name)
+    table = one_grid(load_grid(cfg.paths.store, cfg.experiment_name), list(cfg.report.get("select") or []),
+                     where=f"{cfg.paths.store}/{cfg.experiment_name}")
     if table.empty:
         return None
     fit = fit_experiment(table, n_boot=n_boot)[0]

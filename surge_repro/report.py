@@ -1,4 +1,5 @@
-"""Rebuild a figure from the store: tidy table -> fits -> figure (PNG) and the fitted numbers (JSON) beside it.
+"""Rebuild a figure from the store: tidy table -> fits -> figure (PNG), the fitted numbers (JSON) and the tidy table
+itself (``<experiment>.csv.gz``: the rows the fit read, one grid of the store) beside it.
 
 The scripts in ``reports/`` are thin: each calls ``main`` here with its own file name, e.g.
 
@@ -219,6 +220,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     counts = status_counts(store, experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
+    tidy = out_dir / f"{experiment}.csv.gz"  # the rows the fit read: the figure's numbers, re-fittable without the store
+    table.to_csv(tidy, index=False)
     fig = surge_figure(fits, f"{title}\n{experiment}: {sum(counts.values())} points "
                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); optimal LR by "
                              f"{criterion}", verdicts=verdicts, overlay=steps_fits,
@@ -230,7 +233,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
         "command": command, "batch_unit": unit, "notes": label_notes,
         "criterion": criterion, "criterion_means": CRITERIA[criterion], "confidence": confidence,
         "points": dict(counts), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code": provenance.code_state(), "figure": png.name,
+        "code": provenance.code_state(), "figure": png.name, "table": tidy.name,
         "targets": [{**f.to_dict(), "verdict": v} for f, v in zip(fits, verdicts)],
         "steps_criterion": [{**f.to_dict(), "verdict": v} for f, v in zip(steps_fits, steps_verdicts)]
         if steps_fits else None,
@@ -250,7 +253,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
                                                                if math.isfinite(ci[0]) else ""))
     for note in label_notes:
         print(f"note: {note}")
-    print(f"figure: {png}\nnumbers: {js}")
+    print(f"figure: {png}\nnumbers: {js}\ntable: {tidy}")
     mirror = Mirror(cfg.logger, group=experiment, name=f"report-{experiment}", job_type="report",
                     config={"experiment": experiment, "criterion": criterion}, directory=out_dir)
     mirror.log_image("figure", png)
