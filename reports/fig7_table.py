@@ -127,7 +127,7 @@ def analyse(table: pd.DataFrame) -> dict:
         notes.append(f"optimal LR on the edge of the measured LRs at B = {edge}: the optimum may lie beyond; "
                      + ("left out of the fits" if use is interior else "kept in the fits (fewer than 3 interior)"))
     if o["tie"].any():
-        ties = "; ".join(f"B = {fmt_b(b, 4)}: LRs {lr_list(lrs)}"
+        ties = "; ".join(f"B = {fmt_b(b, 4)}: {lr_list(lrs)}"
                          for b, lrs in zip(o["batch_sizes"], o["tied_lrs"]) if lrs)
         notes.append(f"tie for the lowest mean loss (equal within a relative {TIE_RTOL:g}) at {ties}: no optimum "
                      f"there, so it enters no fit")
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(title)
     print(f"{'B':>10s}  optimal LR  loss there")
     for bi, lr, l_, e, tied in zip(a["batch_sizes"], a["lr_opt"], a["loss_at_opt"], a["on_edge"], a["tied_lrs"]):
-        print(f"{fmt_b(bi, 4):>10s}  " + (f"none: tie between LRs {lr_list(tied)}" if tied else
+        print(f"{fmt_b(bi, 4):>10s}  " + (f"none: tie of {lr_list(tied)}" if tied else
                                           f"{lr:<10.3g}  {l_:.4g}" + ("  (on the edge)" if e else "")))
     for law, f in a["fits"].items():
         print(f"{LAWS[law][0]:24s} eps_max = {f['eps_max']:.4g}  B_noise = {fmt_b(f['b_noise'], 4)}  "

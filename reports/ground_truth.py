@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from surge_repro import figures, report  # noqa: E402
 from surge_repro.fit import fit_experiment  # noqa: E402
 from surge_repro.plots import _fmt_ci  # noqa: E402
+from surge_repro.identify import surge_verdict  # noqa: E402
 from surge_repro.store import load_grid, one_grid  # noqa: E402
 from surge_repro.tasks import quadratic  # noqa: E402
 from surge_repro.theory import adam_lr, sgd_lr  # noqa: E402
@@ -102,7 +103,7 @@ def summary(c: dict) -> dict:
             if c["law"] == "adam" else None,
             "batch_sizes": c["batch_sizes"], "lr_opt": c["lr_opt"], "lr_opt_ci": c["lr_opt_ci"],
             "lr_true": c["lr_true"], "lr_opt_over_true": c["lr_opt"] / c["lr_true"],
-            "interval": c["fit"].interval, "notes": c["fit"].notes}
+            "verdict": surge_verdict(c["fit"])["verdict"], "interval": c["fit"].interval, "notes": c["fit"].notes}
 
 
 def main(argv: list[str] | None = None) -> int:

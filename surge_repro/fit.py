@@ -197,7 +197,7 @@ def lr_list(lrs, most: int = 4) -> str:
     lrs = [float(x) for x in lrs]
     if len(lrs) > most:
         return f"{len(lrs)} LRs from {lrs[0]:.3g} to {lrs[-1]:.3g}"
-    return ", ".join(f"{x:.3g}" for x in lrs)
+    return "LRs " + ", ".join(f"{x:.3g}" for x in lrs)
 
 
 def interval_position(value: float, ci) -> str | None:
@@ -460,7 +460,7 @@ def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "
     for reason in NO_OPTIMUM:
         at = [w == reason for w in why]
         if reason == "tie" and any(at):
-            lrs = "; ".join(f"LRs {lr_list(grid.lrs[t])} at B = {b:g}"
+            lrs = "; ".join(f"{lr_list(grid.lrs[t])} at B = {b:g}"
                             for b, t, a in zip(grid.batch_sizes, tied, at) if a)
             notes.append(f"tie at B = {_batches(grid, at)}: two or more LRs share the best mean {criterion} score "
                          f"({lrs}), so there is no optimum there, and it enters no fit")

@@ -109,6 +109,9 @@ def surge_verdict(fit: TargetFit, confidence: float = CONFIDENCE) -> dict:
     elif falls:
         label = "fall only"
         text = f"fall supported ({_pairs(falls)}); no rise resolved within the grid"
+    elif sum(counts[k] for k in (RESOLVED, EDGE, UNRESOLVED)) < 2:  # nothing to compare: more seeds would not help
+        label = "no trend resolved"
+        text = "fewer than two batch sizes have an optimal LR, so no rise or fall of it can be seen"
     else:
         label = "no trend resolved"
         text = "no rise or fall of the optimal LR is resolved: the data cannot show a surge at this number of seeds"

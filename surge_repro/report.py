@@ -66,7 +66,7 @@ def plain(value):
 def why_none(fit: TargetFit, i: int) -> str:
     """Why batch size ``i`` has no optimal LR, in words (the tied LRs of a tie)."""
     if fit.no_optimum[i] == "tie":
-        return f"tie between LRs {lr_list(fit.tied_lrs[i])}"
+        return f"tie of {lr_list(fit.tied_lrs[i])}"
     return NO_OPTIMUM.get(fit.no_optimum[i], "no optimum")
 
 
