@@ -1,0 +1,97 @@
+"""Every result the README states is the JSON beside its figure in reports/examples/, with its interval: the
+quickstart's table, its Eq 22 numbers, its verdicts (per target and for B_noise across targets) and the ground
+truth's recovered numbers. A README edited without its JSON, or a JSON regenerated without the README, fails here."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "reports" / "examples"
+README = (ROOT / "README.md").read_text()
+
+
+def section(head: str, next_head: str) -> str:
+    text = README.split(head, 1)[1]
+    return text.split(next_head, 1)[0]
+
+
+def lr(x: float) -> str:
+    """An LR as the README writes it: 5e-4, 1.6e-2 (two significant digits)."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def g3(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def target(t: float) -> str:
+    """A target loss as the README writes it: 1.4, 1.0."""
+    return f"{t:.1f}" if round(t, 1) == t else f"{t:g}"
+
+
+def interval(value: float, ci: list[float], fmt=g3) -> str:
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> tuple[str, dict]:
+    return section("### What the quickstart shows", "## Using it"), json.loads((EXAMPLES / "quickstart.json").read_text())
+
+
+def test_the_quickstart_table_is_the_json_at_the_lowest_target(quickstart):
+    text, numbers = quickstart
+    fit = min(numbers["targets"], key=lambda t: t["target"])
+    steps = min(numbers["steps_criterion"], key=lambda t: t["target"])
+    assert f"At the target {target(fit['target'])} ({fit['n_seeds']} seeds" in text
+    verdict_words = {"resolved": "resolved", "not identifiable": "not identifiable", "too few seeds": "too few seeds",
+                     "tie": "tie", "not reached": "not reached"}
+    for i, b in enumerate(fit["batch_sizes"]):
+        state = fit["verdict"]["per_batch"][i]
+        words = f"on the grid's edge ({fit['edge_side'][i]})" if state == "edge" else verdict_words[state]
+        row = (f"| {b:g} | {lr(fit['lr_opt'][i])} | [{lr(fit['lr_opt_ci'][i][0])}, {lr(fit['lr_opt_ci'][i][1])}] | "
+               f"{round(100 * fit['verdict']['within_one_step'][i])}% | {words} | "
+               f"{lr(steps['lr_opt'][i])} [{lr(steps['lr_opt_ci'][i][0])}, {lr(steps['lr_opt_ci'][i][1])}] |")
+        assert row in text, row
+
+
+def test_the_quickstarts_numbers_and_verdicts_are_the_jsons(quickstart):
+    text, numbers = quickstart
+    text = " ".join(text.split())  # the README wraps its lines
+    fit = min(numbers["targets"], key=lambda t: t["target"])
+    assert f"B_noise = {interval(fit['b_noise'], fit['b_noise_ci'])}" in text
+    assert f"S_min = {interval(fit['s_min'], fit['s_min_ci'])}" in text
+    for law in ("adam", "sgd_alpha1", "sgd_alpha0.5"):
+        assert interval(fit["eps_max"][law], fit["eps_max_ci"][law], lr) in text, law
+    assert f"**Verdict at the target {target(fit['target'])}: {fit['verdict']['verdict']}.**" in text
+    trend = numbers["b_noise_trend"]
+    assert f"**{trend['verdict']}**" in text  # not "grows as training goes on" beside "no trend resolved"
+    for t, b, ci in zip(trend["targets"], trend["b_noise"], trend["b_noise_ci"]):
+        assert f"{interval(b, ci)} at {target(t)}" in text, t
+    assert f"correlation {trend['spearman']:.2f} over {len(trend['targets'])} targets" in text
+    for t in numbers["targets"]:
+        assert interval(t["b_simple"], t["b_simple_ci"]) in text, t["target"]
+    done, capped = numbers["points"].get("done", 0), numbers["points"].get("capped", 0)
+    assert f"{done + capped} points ({done} done, {capped} capped" in text
+
+
+def test_the_ground_truth_table_is_the_json():
+    text = " ".join(section("## Ground truth", "## The theory's inputs").split())
+    numbers = {e["experiment"]: e for e in json.loads((EXAMPLES / "ground_truth.json").read_text())["experiments"]}
+    sign, sgd = numbers["ground_truth_sign"], numbers["ground_truth_sgd"]
+    assert f"B_noise = {interval(sign['fitted_b_noise'], sign['fitted_b_noise_ci'])} " \
+           f"({100 * sign['b_noise_error']:+.1f}%)" in text
+    assert f"eps_max = {sign['fitted_eps_max']:.4g} [{sign['fitted_eps_max_ci'][0]:.4g}, " \
+           f"{sign['fitted_eps_max_ci'][1]:.4g}]" in text
+    assert f"B_noise = {interval(sgd['fitted_b_noise'], sgd['fitted_b_noise_ci'])} " \
+           f"({100 * sgd['b_noise_error']:+.1f}%)" in text
+    assert f"eps_max = {sgd['fitted_eps_max']:.3g} [{sgd['fitted_eps_max_ci'][0]:.3g}, " \
+           f"{sgd['fitted_eps_max_ci'][1]:.3g}]" in text
+    worst = max(abs(r - 1) for r in sign["lr_opt_over_true"])
+    assert f"every optimum within {math.ceil(100 * worst)}% of Eq 9's" in text
+    assert f'"{sign["verdict"]}"' in text and f'"{sgd["verdict"]}"' in text
+    for e in (sign, sgd):
+        assert f"x {e['seeds']} seeds" in text, e["experiment"]
