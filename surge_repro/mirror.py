@@ -11,8 +11,9 @@ a warning and the mirror goes quiet for the rest of the run, while the store kee
 by ``wandb login``) and the server answers, and offline otherwise, so a user without network still gets runs that
 ``wandb sync`` uploads later; ``online``, ``offline`` and ``disabled`` force a mode. A WANDB_MODE in the environment
 wins over all of them. With credentials but no network, wandb's own init waits about 90 s before it gives up, for
-every point; so ``auto`` asks the server once per process (``logger.probe_timeout_s``), and a sweep asks once for all
-its points (``decide``), falling back to offline with one warning.
+every point; so ``auto`` asks the server once per process (``logger.probe_timeout_s``), and a sweep on this machine
+asks once for all its points (``decide``, in the packing launcher), falling back to offline with one warning. On a
+cluster each array task asks once for itself: its nodes' network is not the login node's.
 
 Time spent in wandb calls is counted in ``Mirror.seconds`` (per process), which runs subtract from their ``wall_s``.
 """

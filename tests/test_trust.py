@@ -171,10 +171,11 @@ def test_a_relaunch_keeps_a_checkpointed_pack_in_one_unit(make_cfg, preempt_at, 
 
 
 # ---------------------------------------------------------------------------------- failures that look like success
-def test_a_sweep_with_failed_points_exits_non_zero_and_names_them_all(tmp_path):
+@pytest.mark.parametrize("launcher", ["launcher=packed", "launcher=local"])
+def test_a_sweep_with_failed_points_exits_non_zero_and_names_them_all(tmp_path, launcher):
     # a model with 2 outputs on 4 classes: its loss fails on the first batch
-    code, out = cli("run.py", "-m", "+experiment=smoke", "model.num_classes=2", "optimizer.lr=0.003,0.03", "batch=8",
-                    f"paths.store={tmp_path}", f"hydra.sweep.dir={tmp_path}/mr")
+    code, out = cli("run.py", "-m", "+experiment=smoke", launcher, "model.num_classes=2", "optimizer.lr=0.003,0.03",
+                    "batch=8", f"paths.store={tmp_path}", f"hydra.sweep.dir={tmp_path}/mr")
     assert code != 0 and "2 of 2 point(s) of the sweep failed" in out, out
     assert "optimizer.lr=0.003" in out and "optimizer.lr=0.03" in out and "Traceback" not in out
     assert status_counts(tmp_path, "smoke") == {"failed": 2}  # kept as failed; a relaunch runs them again
