@@ -2,9 +2,10 @@
 
 A point is (workload, batch size, LR, seed, protocol) on some data. Its signature hashes the resolved config, plus
 the fingerprint of the files its task trains on (``tasks.fingerprint``: the same config on other bytes is another
-point), minus the keys that do not change what is measured (``NUISANCE``: where files go, logging, launcher, device, thread count, the
-experiment name, the number of rounds of the sweep it came from, how often it checkpoints, how often it measures
-B_simple (its halves give the same gradient, up to rounding), and how reports read it). The same point launched
+point), minus the keys that do not change what is measured (``NUISANCE``: where files go, logging, launcher,
+device, thread count, the experiment name, the number of rounds of the sweep it came from, how often it
+checkpoints, how often it measures B_simple (its halves give the same gradient, up to rounding), and how reports
+read it; thread count and packing change rounding, which ``train.execution_mode`` records). The same point launched
 from an experiment file or typed on the command line gets the same signature, in whatever order its keys were
 written.
 

@@ -220,7 +220,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     counts = status_counts(store, experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
-    tidy = out_dir / f"{experiment}.csv.gz"  # the rows the fit read: the figure's numbers, re-fittable without the store
+    tidy = out_dir / f"{experiment}.csv.gz"  # the rows the fit read: re-fittable without the store
     table.to_csv(tidy, index=False)
     fig = surge_figure(fits, f"{title}\n{experiment}: {sum(counts.values())} points "
                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); optimal LR by "

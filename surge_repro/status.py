@@ -29,10 +29,10 @@ from surge_repro import checkpoint
 from surge_repro.config import ConfigError, compose, validate
 from surge_repro.launcher import group_jobs, with_pack_keys
 from surge_repro.point import signature
-from surge_repro.store import FINAL, PointDir
+from surge_repro.store import FINAL, STATUSES, PointDir
 from surge_repro.tasks import DataError
 
-ORDER = ("done", "capped", "diverged", "failed", "corrupt", "incomplete", "running", "missing")
+ORDER = STATUSES + ("missing",)
 USAGE = ("usage: python -m surge_repro.status +experiment=<name> [overrides ...]\n"
          "  the same arguments as `python run.py -m`, e.g. +experiment=quickstart 'batch=1,4' paths.store=store")
 

@@ -43,7 +43,8 @@ users of a shared store can read them; they are data, and nothing here unpickles
                                           less time spent in W&B)
     pack_id, pack_points                  the pack it trained in and how many points that pack started with (its
                                           own signature and 1 for a point trained alone)
-    mode                                  how it trained: "alone" or "packed", threads, device (``train.execution_mode``)
+    mode                                  how it trained: "alone" or "packed", threads, device
+                                          (``train.execution_mode``)
     grid, data                            the grid it belongs to (a hash of its identity minus batch, LR and seed:
                                           ``point.grid_of``) and the fingerprint of its data
     git_sha, git_dirty                    provenance of the code that ran it
@@ -75,6 +76,7 @@ import pandas as pd
 log = logging.getLogger("surge_repro")
 
 FINAL = ("done", "capped", "diverged")
+STATUSES = FINAL + ("failed", "corrupt", "incomplete", "running")  # a point directory's, in the order shown
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_INFO = "checkpoint.json"  # the checkpoint's step and mode, for status: readable without unpickling
 STREAMS = ("metrics", "events")
@@ -352,12 +354,8 @@ def _mode(summary: dict) -> str:
     return f"{'packed' if mode.get('packed') else 'alone'}, {mode.get('threads')} threads, {mode.get('device')}"
 
 
-def _rows(summary: dict, folder: Path) -> Iterator[dict]:
-    from surge_repro.point import grid_of
-
+def _rows(summary: dict, ident: dict, grid: str) -> Iterator[dict]:
     point, prov = summary["point"], summary.get("provenance", {})
-    ident = _identity(summary, folder)
-    grid, _ = grid_of(ident)
     base = {
         "experiment": summary["experiment"], "signature": summary["signature"], "status": summary["status"],
         **{k: point.get(k) for k in ("task", "model", "optimizer", "batch_size", "batch_unit", "lr", "seed", "k")},
@@ -397,8 +395,9 @@ def load_grid(store: str | Path, experiment: str, statuses: tuple[str, ...] = FI
         if problem:
             corrupt.append(f"{d.name} ({problem})")
         if summary is not None and summary.get("status") in statuses:
-            rows.extend(_rows(summary, d))
-            grid, keys = grid_of(_identity(summary, d))
+            ident = _identity(summary, d)
+            grid, keys = grid_of(ident)
+            rows.extend(_rows(summary, ident, grid))
             grids.setdefault(grid, keys)
     if corrupt:
         log.warning("%s/%s: %d corrupt summary.json left out (a relaunch runs these points again): %s", store,
@@ -478,8 +477,7 @@ def main(argv: list[str]) -> int:
     for exp in args.experiments or found:
         counts = status_counts(store, exp)
         total = sum(counts.values())
-        parts = ", ".join(f"{counts[s]} {s}" for s in (*FINAL, "failed", "corrupt", "incomplete", "running")
-                          if counts[s])
+        parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
         print(f"{exp}: {total} points: {parts or 'none'}")
     return 0
 

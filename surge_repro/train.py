@@ -120,6 +120,7 @@ class PointRun:
                  pack: dict | None = None, resume: dict | None = None, mode_change: str | None = None):
         self.cfg, self.point, self.sig, self.device, self.pack = cfg, point, sig, device, pack
         mode = execution_mode(device, packed=pack is not None)
+        self.identity = identity(cfg)  # at the run's start: what it trains on now, as its signature said
         self.batch_size = int(cfg.batch)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if resume is None:
@@ -205,7 +206,7 @@ class PointRun:
             "examples_seen": step * self.batch_size, "initial_loss": tracker.initial_loss,
             "final_probe_loss": tracker.probe_loss, "final_estimate": tracker.estimate, "probes": tracker.probes,
             "wall_s": round(self.wall_s(), 3), "error": error, "pack": self.pack, "mode": self.mode,
-            "mode_changes": self.mode_changes, "resumed_at": self.resumed, "identity": identity(self.cfg),
+            "mode_changes": self.mode_changes, "resumed_at": self.resumed, "identity": self.identity,
             "provenance": provenance.collect(self.device),
         }
         self.point.write_summary(summary)

@@ -39,7 +39,8 @@ def interval(value: float, ci: list[float], fmt=g3) -> str:
 
 @pytest.fixture(scope="module")
 def quickstart() -> tuple[str, dict]:
-    return section("### What the quickstart shows", "## Using it"), json.loads((EXAMPLES / "quickstart.json").read_text())
+    numbers = json.loads((EXAMPLES / "quickstart.json").read_text())
+    return section("### What the quickstart shows", "## Using it"), numbers
 
 
 def test_the_quickstart_table_is_the_json_at_the_lowest_target(quickstart):

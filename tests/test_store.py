@@ -114,8 +114,10 @@ def test_full_disk_gives_a_clear_error_and_keeps_finished_points(tmp_path, monke
     assert status_counts(tmp_path, "e") == {"done": 1, "incomplete": 1}
 
 
-@pytest.mark.parametrize("text", ['{"status": "do', '{"status": "done"}', '[1, 2]',
-                                  '{"status": "done", "experiment": "e", "signature": "s", "point": {}, "targets": []}'])
+NO_POINT = '{"status": "done", "experiment": "e", "signature": "s", "point": {}, "targets": []}'
+
+
+@pytest.mark.parametrize("text", ['{"status": "do', '{"status": "done"}', '[1, 2]', NO_POINT])
 def test_an_unreadable_or_incomplete_summary_is_corrupt_the_point_runs_again_and_reports_skip_it(tmp_path, caplog,
                                                                                              text):
     good = PointDir(tmp_path, "e", "good")

@@ -18,7 +18,6 @@ from test_checkpoint import LONG, Preempted, preempt_at, same_run  # noqa: F401 
 from test_data import write_fashion_mnist
 
 from surge_repro import checkpoint
-from surge_repro.config import compose
 from surge_repro.packed import run_pack
 from surge_repro.point import signature
 from surge_repro.store import PointDir, StoreError, disk_errors, load_grid, status_counts
