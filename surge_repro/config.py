@@ -78,6 +78,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, f"{p}.probe.size", int, "1024")
     _positive(cfg, f"{p}.probe.every", int, "2048")
     _positive(cfg, f"{p}.probe.min_gap", int, "8")
+    _positive(cfg, f"{p}.probe.reach", int, "8", allow_zero=True)
     _positive(cfg, f"{p}.max_steps", int, "20000")
     _positive(cfg, f"{p}.max_examples", int, "1000000")
     _positive(cfg, f"{p}.patience", int, "100000")

@@ -15,10 +15,27 @@ The paper gives no estimator of "the training loss" (only that targets hold to +
   training path itself, which is real and why the paper runs many seeds.
 - A smoothed minibatch loss would be free but lags: an EMA over N examples crosses a target about N examples after
   the loss did, when a fast run is already well below it, and its K steps would then start lower than a slow run's.
-  So the probe decides crossings, and is evaluated sparsely: the gap between probes doubles from ``probe.min_gap`` to
-  ``probe.every`` examples while the next target is far, and shrinks to 3/4 of the steps that the latest rate of
-  descent predicts to it as it nears. S overshoots the crossing by at most the last gap, and a few dozen probes per
-  run cost a few percent of its steps.
+  So the probe decides crossings, and is evaluated sparsely while the next target is far: the gap between probes
+  doubles from ``probe.min_gap`` to ``probe.every`` examples, never beyond an eighth of the steps run so far (a
+  sudden fall after a plateau is caught early) nor beyond half the steps that the latest rate of descent (and its
+  speed-up since the probe before) predicts to the target. Once that prediction is ``probe.reach`` steps or fewer,
+  probes come every ``probe.min_gap`` examples (every step from B = min_gap up) until the target is crossed, so S is
+  the first step at or below the target, not a probe that happened to come later: a sparse schedule lets fast LRs overshoot the target by more than slow ones, and their K steps start
+  lower on the loss curve, where it falls more slowly, which biased the optimal LR down at large B. What is left of
+  ``target - probe loss at S`` (the ``start_gap`` column of the table) is the last step's own fall;
+  ``previous_probe`` records the probe before S, so the table can tell (``exact_crossing``) that S - 1 was probed.
+  Below B = min_gap the probes near a target stay min_gap examples apart: a probe of 512 examples costs about nine
+  steps at B = 1, where a step's fall (0.001 nats) is far below its noise (SD 0.01-0.07), so probing every step
+  would triple a small batch's cost to place S more exactly than the noise lets it mean anything. Where noise made
+  the target look near, a straight line through ``2 reach`` close probes says so, and probes go sparse again, at
+  most K steps apart until the crossing.
+- That last step's fall is itself larger for fast LRs and large batches (0.1-0.3 nats in one step at B = 64-256
+  early in training), so S alone cannot start every window at the same level. ``loss_drop_at_target`` does: with
+  the probe before S at step P (P = S - 1 once the schedule closes in; any P >= S - K works), it also probes P + K
+  and interpolates linearly between the windows that start at P (above the target) and at S (at or below it), with
+  the weight f = (L(P) - target) / (L(P) - L(S)) that puts the start exactly at the target:
+  drop = target - ((1 - f) L(P + K) + f L(S + K)). It is the criterion ``drop_at_target`` of ``fit``; the paper's
+  ``loss_drop``, from S, stays the default.
 - Once a target is crossed its K steps always run, even past the step cap, so a crossing never lacks its drop.
 - A target at or above the initial loss is reached before training, at S = 0 (E = 0), and its K steps are the run's
   first: the one-step theory's own setting (Lemma 1, Theorem 2: one update from a given state), which the
@@ -61,6 +78,10 @@ class TargetRecord:
     loss_drop: float | None = None  # probe_loss - probe_loss_after_k: the heatmap's colour
     estimate: float | None = None  # the EMA of minibatch losses at S, and at S + K
     estimate_after_k: float | None = None
+    previous_probe: int | None = None  # the step of the probe before S: S - 1 when S is the first step at or below
+    previous_probe_loss: float | None = None  # its probe loss (above the target)
+    previous_window_loss: float | None = None  # probe loss K steps after ``previous_probe``
+    loss_drop_at_target: float | None = None  # the K-step drop of a window that starts exactly at the target's level
     window_losses: list[float] = field(default_factory=list)  # probe loss at S + K, S + 2K, ... (``windows`` of them)
     loss_drop_mean: float | None = None  # mean drop per window over all windows: (loss at S - at S + WK) / W
     # McCandlish's B_simple at S and its parts (``surge_repro.noise_scale``), set by the training loop, which sees
@@ -94,7 +115,8 @@ class TargetTracker:
     initial_loss: float  # probe loss before the first step
     windows: int = 1  # consecutive K-step windows measured after each target (the paper: 1)
     probe_every: int = 2048  # examples between routine probes
-    probe_min_gap: int = 8  # examples: the closest probes come while closing in on a target
+    probe_min_gap: int = 8  # examples: the closest probes while the next target is farther than ``probe_reach``
+    probe_reach: int = 8  # steps: when the next target is predicted this close, probes come every min_gap until it falls
     ema_examples: float = 512
     diverge_factor: float = 3.0
     max_steps: int = 10**9
@@ -118,6 +140,11 @@ class TargetTracker:
         self._last = (0, self.initial_loss)  # (step, loss) of the latest scheduled probe
         self._gap = self._min_gap
         self._next_probe = self._min_gap
+        self._close: list = []  # (step, probe loss) since close probing began; empty while probes are sparse
+        self._near = False  # close probing began and stopped: probes stay K steps apart or less
+        self._rate = 0.0  # the latest positive rate of descent per step between two scheduled probes
+        self._previous_ends: dict[float, int] = {}  # target -> the step P + K still to be probed
+        self._probed, self._probed_loss = 0, self.initial_loss  # the latest probe of any kind (a window's end too)
         self._best = (self.initial_loss, 0)  # lowest probe loss so far, and the examples seen when it came
         self.start_events = [self._cross(0, self.initial_loss, t) for t in self.targets if self.initial_loss <= t]
 
@@ -127,7 +154,8 @@ class TargetTracker:
 
     def needs_probe(self, step: int) -> bool:
         """Whether ``update(step, ...)`` will call its probe (a packed run probes all such points at once)."""
-        return step == self._next_probe or any(step == ends[0] for ends in self._windows.values())
+        return (step == self._next_probe or any(step == ends[0] for ends in self._windows.values())
+                or step in self._previous_ends.values())
 
     def update(self, step: int, loss: float, probe: Callable[[], float]) -> list[dict]:
         if self.finished:
@@ -147,6 +175,10 @@ class TargetTracker:
             self.probes += 1
             if not math.isfinite(value):
                 return self._diverge(step, loss, f"probe loss is {value}")
+            for target, end in list(self._previous_ends.items()):
+                if step == end:
+                    self.records[target].previous_window_loss = value
+                    del self._previous_ends[target]
             for target, ends in list(self._windows.items()):
                 if step == ends[0]:
                     rec = self.records[target]
@@ -154,6 +186,7 @@ class TargetTracker:
                     if len(rec.window_losses) == 1:  # the paper's measure: the first window
                         rec.probe_loss_after_k, rec.estimate_after_k = value, self.estimate
                         rec.loss_drop = rec.probe_loss - value
+                        rec.loss_drop_at_target = self._at_target(rec, value)
                     ends.pop(0)
                     if not ends:
                         rec.loss_drop_mean = (rec.probe_loss - value) / self.windows
@@ -162,6 +195,8 @@ class TargetTracker:
             for target, rec in self.records.items():
                 if not rec.reached and value <= target:
                     events.append(self._cross(step, value, target))
+                    self._close, self._near = [], False
+            self._probed, self._probed_loss = step, value
             if value < self._best[0] * (1 - 1e-3):
                 self._best = (value, step * self.batch_size)
             if step >= self._next_probe:
@@ -181,29 +216,80 @@ class TargetTracker:
         """Record ``target`` as reached at ``step`` with probe loss ``value`` and open its drop windows."""
         rec = self.records[target]
         rec.steps, rec.examples = step, step * self.batch_size
+        if step:
+            rec.previous_probe, rec.previous_probe_loss = self._probed, self._probed_loss
+            if step - self._probed == self.k:  # P + K is this very step
+                rec.previous_window_loss = value
+            elif step - self._probed < self.k:
+                self._previous_ends[target] = self._probed + self.k
         rec.probe_loss, rec.estimate = value, self.estimate if step else None  # no minibatch seen at step 0
         self._windows[target] = [step + w * self.k for w in range(1, self.windows + 1)]
         return {"event": "target", "step": step, **vars(rec)}
 
     def _schedule(self, step: int, value: float) -> None:
-        """Pick the next probe. The gap doubles from ``probe.min_gap`` up to ``probe.every`` while the loss is far
-        from the next target, and shrinks to 3/4 of the steps that the latest rate of descent predicts to it."""
+        """Pick the next probe: sparse while the next target is far, every ``probe_min_gap`` examples (at least every
+        step) once it is ``probe_reach`` steps away at the latest rate of descent (the module's docstring says why)."""
         last_step, last_value = self._last
-        rate = (last_value - value) / (step - last_step)
+        measured = (last_value - value) / (step - last_step)
+        # a fall that speeds up (the end of a plateau) is assumed to speed up as much again before the next probe;
+        # a rise is noise and says nothing of the trend: the latest fall stands
+        rate = measured * max(1.0, measured / self._rate) if self._rate > 0 else measured
+        rate = rate if measured > 0 else self._rate
         self._last = (step, value)
-        gap = min(self._max_gap, 2 * self._gap)
-        pending = [t for t, r in self.records.items() if not r.reached]
-        if pending and rate > 0:  # pending[0] is the highest target not yet reached
-            # loss curves flatten, so a straight line from the last two probes reaches the target early: aiming 3/4
-            # of the way there lands short of the crossing and closes in on it; the last jump goes all the way
-            steps_to = (value - pending[0]) / rate
-            gap = min(gap, math.ceil(steps_to - 1e-6) if steps_to <= 2 * self._min_gap else int(0.75 * steps_to))
-        self._gap = max(self._min_gap, gap)
+        if measured > 0 and not self._close:
+            self._rate = measured
+        pending = [t for t, r in self.records.items() if not r.reached]  # pending[0]: the highest not reached
+        steps_to = (value - pending[0]) / rate if pending and rate > 0 else math.inf
+        if self._close:
+            self._close.append((step, value))
+            if len(self._close) > 2 * self.probe_reach and self._far(pending[0]):
+                # noise made the target look near: sparse again, at the fitted rate, but no more than K steps
+                # apart until it is crossed, so the probe before S is at most K steps before it (loss_drop_at_target)
+                steps_to, self._close, self._near = self._far(pending[0]), [], True
+        elif steps_to <= self.probe_reach:
+            self._close = [(step, value)]  # until the target is crossed: one noisy probe must not send the next far
+        if self._close:
+            self._gap = self._min_gap
+        else:
+            # doubling, capped by the run so far (a fall after a plateau) and by half the predicted steps to go
+            # (loss curves flatten, so a straight line through the last two probes predicts too few steps)
+            gap = min(self._max_gap, 2 * self._gap, max(self._min_gap, step // 8))
+            if steps_to < math.inf:
+                gap = min(gap, int(0.5 * steps_to))
+            if self._near or steps_to <= 16 * self.probe_reach:
+                # near a target, noise can dip below it early: probes no more than K steps apart make sure that
+                # the probe before S is at most K steps before it, as loss_drop_at_target needs
+                gap = min(gap, self.k)
+            self._gap = max(self._min_gap, gap)
         self._next_probe = step + self._gap
+
+    def _at_target(self, rec: TargetRecord, after_k: float) -> float | None:
+        """The drop of the K-step window that starts at the target's level (the module's docstring), or None where
+        the probe before S came more than K steps before it."""
+        if rec.previous_window_loss is None:
+            return None
+        f = (rec.previous_probe_loss - rec.target) / (rec.previous_probe_loss - rec.probe_loss)
+        return rec.target - ((1 - f) * rec.previous_window_loss + f * after_k)
+
+    def _far(self, target: float) -> float:
+        """The steps to ``target`` (inf: never) if the close probes so far, fitted by a straight line, put it
+        more than ``probe_reach`` steps away, else 0: a rate measured on many probes, which one noisy pair is not."""
+        n = len(self._close)
+        mean_s = sum(s for s, _ in self._close) / n
+        mean_v = sum(v for _, v in self._close) / n
+        slope = (sum((s - mean_s) * (v - mean_v) for s, v in self._close)
+                 / sum((s - mean_s) ** 2 for s, _ in self._close))
+        at = mean_v + slope * (self._close[-1][0] - mean_s)  # the fitted loss now
+        steps_to = math.inf if slope >= 0 else (at - target) / -slope
+        if steps_to <= self.probe_reach:
+            return 0.0
+        self._rate = max(0.0, -slope)
+        return steps_to
 
     def _diverge(self, step: int, loss: float, reason: str) -> list[dict]:
         self.status = DIVERGED
         self._windows.clear()
+        self._previous_ends.clear()
         return [{"event": "diverged", "step": step, "loss": loss if math.isfinite(loss) else str(loss),
                  "reason": reason}]
 
@@ -227,6 +313,8 @@ class TargetTracker:
         vars(tracker).update(copy.deepcopy(state))
         tracker.records = {float(t): TargetRecord(**r) for t, r in state["records"].items()}
         tracker._windows = {float(t): [int(e) for e in ends] for t, ends in state["_windows"].items()}
+        tracker._previous_ends = {float(t): int(e) for t, e in state["_previous_ends"].items()}
+        tracker._close = [tuple(p) for p in state["_close"]]
         tracker._last, tracker._best = tuple(state["_last"]), tuple(state["_best"])
         return tracker
 

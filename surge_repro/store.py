@@ -32,13 +32,19 @@ users of a shared store can read them; they are data, and nothing here unpickles
     steps_to_target, examples_to_target   S and E (NaN when not reached): the first probed step at or below the
                                           target (see ``protocol``); the drop window starts there
     loss_at_target, loss_after_k          probe-set loss at the window's start and end
+    start_gap                             target_loss - loss_at_target: how far below the target the window starts
+    exact_crossing                        whether the step before S was probed (above the target), so that S is the
+                                          first step at or below it (``probe.reach``); None for older summaries
     windows, loss_drop_mean               K-step windows measured after the target, and the mean drop per window
                                           over them (= loss_drop_after_k for one window; -inf/NaN alike)
+    loss_drop_at_target                   the drop over K steps of a window that starts exactly at the target's level
+                                          (``protocol``); NaN where not measured, -inf as loss_drop_after_k
     loss_drop_after_k                     their difference: the paper's measure. NaN when not measured; -inf when
                                           the run diverged inside the window (the worst possible outcome)
     estimate_drop_after_k                 the same drop read off the loss estimate
     b_simple, noise_trace, grad_sq        McCandlish's B_simple = tr(Sigma) / |G|^2 measured in training, and its
                                           two moving averages, at S (``noise_scale``; NaN where not measured)
+    probes                                how many times the run evaluated its probe set (the protocol's overhead)
     steps, examples_seen, wall_s          the whole run (wall_s of a packed run: from its pack's start to its finish,
                                           less time spent in W&B)
     pack_id, pack_points                  the pack it trained in and how many points that pack started with (its
@@ -83,8 +89,9 @@ STREAMS = ("metrics", "events")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
     "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
-    "loss_after_k", "loss_drop_after_k", "windows", "loss_drop_mean", "estimate_drop_after_k", "b_simple",
-    "noise_trace", "grad_sq", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "mode", "grid", "data",
+    "start_gap", "exact_crossing", "loss_after_k", "loss_drop_after_k", "loss_drop_at_target", "windows",
+    "loss_drop_mean", "estimate_drop_after_k", "b_simple",
+    "noise_trace", "grad_sq", "probes", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "mode", "grid", "data",
     "git_sha", "git_dirty",
 ]
 
@@ -361,7 +368,7 @@ def _rows(summary: dict, ident: dict, grid: str) -> Iterator[dict]:
         **{k: point.get(k) for k in ("task", "model", "optimizer", "batch_size", "batch_unit", "lr", "seed", "k")},
         "windows": point.get("windows", 1),
         "beta1": point.get("beta1", math.nan), "beta2": point.get("beta2", math.nan),
-        "steps": summary.get("steps"), "examples_seen": summary.get("examples_seen"), "wall_s": summary.get("wall_s"),
+        "probes": summary.get("probes"), "steps": summary.get("steps"), "examples_seen": summary.get("examples_seen"), "wall_s": summary.get("wall_s"),
         "pack_id": (summary.get("pack") or {}).get("id", summary["signature"]),
         "pack_points": (summary.get("pack") or {}).get("points", 1), "mode": _mode(summary), "grid": grid,
         "data": ident.get("data"), "git_sha": prov.get("git_sha"), "git_dirty": prov.get("git_dirty"),
@@ -378,8 +385,13 @@ def _rows(summary: dict, ident: dict, grid: str) -> Iterator[dict]:
             **base, "target_loss": rec["target"], "reached": bool(rec.get("reached")),
             "steps_to_target": rec.get("steps"), "examples_to_target": rec.get("examples"),
             "loss_at_target": rec.get("probe_loss"),
+            "start_gap": rec["target"] - rec["probe_loss"] if rec.get("probe_loss") is not None else math.nan,
+            "exact_crossing": None if "previous_probe" not in rec or not rec.get("steps")
+            else rec["previous_probe"] == rec["steps"] - 1,
             "loss_after_k": rec.get("probe_loss_after_k"), "loss_drop_after_k": drop,
             "loss_drop_mean": drop_mean, "estimate_drop_after_k": estimate_drop,
+            "loss_drop_at_target": cut_short if rec.get("loss_drop_at_target") is None
+            else rec["loss_drop_at_target"],
             **{k: math.nan if rec.get(k) is None else rec[k] for k in ("b_simple", "noise_trace", "grad_sq")},
         }
 
@@ -404,8 +416,9 @@ def load_grid(store: str | Path, experiment: str, statuses: tuple[str, ...] = FI
                     experiment, len(corrupt), ", ".join(corrupt[:5]) + (" ..." if len(corrupt) > 5 else ""))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     numeric = ["batch_size", "lr", "beta1", "beta2", "seed", "k", "target_loss", "steps_to_target",
-               "examples_to_target", "loss_at_target", "loss_after_k", "loss_drop_after_k", "windows",
-               "loss_drop_mean", "estimate_drop_after_k", "steps", "examples_seen", "wall_s", "pack_points"]
+               "examples_to_target", "loss_at_target", "start_gap", "loss_after_k", "loss_drop_after_k",
+               "loss_drop_at_target", "windows", "loss_drop_mean", "estimate_drop_after_k", "steps", "examples_seen",
+               "wall_s", "pack_points", "probes"]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     frame[["batch_size", "seed"]] = frame[["batch_size", "seed"]].astype("Int64")
     frame.attrs["grids"] = grids

@@ -128,7 +128,8 @@ class PointRun:
             self.tracker = TargetTracker(
                 targets=list(proto.targets), k=proto.k, windows=proto.windows, batch_size=self.batch_size,
                 initial_loss=initial_loss,
-                probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap, ema_examples=proto.ema_examples,
+                probe_every=proto.probe.every, probe_min_gap=proto.probe.min_gap,
+                probe_reach=proto.probe.reach, ema_examples=proto.ema_examples,
                 diverge_factor=proto.diverge_factor, max_steps=proto.max_steps, max_examples=proto.max_examples,
                 patience=proto.patience)
             point.begin(OmegaConf.to_yaml(resolved))

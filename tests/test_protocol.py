@@ -1,6 +1,7 @@
 """The protocol on scripted loss sequences: crossings, the K extra steps, divergence, targets never reached."""
 
 import math
+import random
 
 import pytest
 
@@ -38,8 +39,60 @@ def test_crossing_is_the_first_step_at_or_below_target_and_drop_spans_k_steps():
     assert lo.probe_loss == pytest.approx(1.0) and lo.probe_loss_after_k == pytest.approx(0.9)
     assert lo.loss_drop == pytest.approx(0.1)  # over exactly K = 10 steps
     assert [e["event"] for e in events] == ["target", "after_k", "target", "after_k"]
-    assert len(probed) < 30  # sparse: far fewer probes than the 110 steps
+    assert len(probed) < 55  # sparse far from the targets: far fewer probes than the 110 steps
+    assert (hi.previous_probe, lo.previous_probe) == (49, 99)  # every step probed near each target
     assert probed[-1] == 110  # the run stops once the last window closes
+
+
+def sigmoid_fall(n, plateau, width, noise=0.0, seed=0):
+    """A loss that sits near 2.3 for ``plateau`` steps, then falls to 0.3 over about ``width`` steps: the shape of
+    early training that a sparse schedule overshoots (its gap grew on the plateau). ``noise``: iid per-step noise."""
+    rng = random.Random(seed)
+    return [0.3 + 2.0 / (1 + math.exp(min(50.0, (s - plateau) / width))) + noise * rng.gauss(0, 1)
+            for s in range(1, n + 1)]
+
+
+def at_target(probe, rec, k):
+    """The drop of the window that starts at the target's level, from the probe curve itself (1-based steps)."""
+    p, s = rec.previous_probe, rec.steps
+    f = (probe[p - 1] - rec.target) / (probe[p - 1] - probe[s - 1])
+    start = (1 - f) * probe[p - 1] + f * probe[s - 1]
+    assert start == pytest.approx(rec.target)  # the interpolated window starts exactly at the target
+    return start - ((1 - f) * probe[p + k - 1] + f * probe[s + k - 1])
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+@pytest.mark.parametrize("plateau, width", [(300, 20), (2000, 100), (40, 3), (800, 60)])
+def test_the_window_starts_at_the_first_step_at_or_below_each_target(batch_size, plateau, width):
+    probe = sigmoid_fall(6000, plateau, width)
+    targets = [1.8, 1.4, 1.2, 1.0]
+    t = TargetTracker(targets=targets, k=10, batch_size=batch_size, initial_loss=2.3, probe_every=2048,
+                      probe_min_gap=8)
+    _, probed = drive(t, probe)
+    gap = max(1, 8 // batch_size)  # probes near a target: every min_gap = 8 examples, at least every step
+    for target in targets:
+        first = next(s for s, v in enumerate(probe, start=1) if v <= target)
+        rec = t.records[target]
+        if gap == 1:
+            assert (rec.steps, rec.previous_probe) == (first, first - 1), target
+        else:  # S is the first probe at or below: at most gap - 1 steps late
+            assert first <= rec.steps < first + gap and rec.steps - rec.previous_probe <= gap, target
+        assert rec.loss_drop == pytest.approx(probe[rec.steps - 1] - probe[rec.steps + 9])  # the paper's, from S
+        assert rec.loss_drop_at_target == pytest.approx(at_target(probe, rec, 10))
+    assert len(probed) < 0.1 * t.records[1.0].steps + 80  # still sparse on the plateau
+
+
+def test_on_a_noisy_curve_every_window_still_starts_at_the_target():
+    # iid noise of 0.02 per step against a fall of 0.01 per step: the first step at or below a target is a dip of
+    # the noise, which sparse probes may miss; the interpolated window starts at the target's level all the same
+    probe = sigmoid_fall(6000, 2000, 100, noise=0.02)
+    t = TargetTracker(targets=[1.8, 1.4, 1.2, 1.0], k=10, batch_size=1, initial_loss=2.3, probe_every=2048,
+                      probe_min_gap=8)
+    _, probed = drive(t, probe)
+    for rec in t.records.values():
+        assert 1 <= rec.steps - rec.previous_probe <= 10
+        assert rec.loss_drop_at_target == pytest.approx(at_target(probe, rec, 10))
+    assert len(probed) < 0.2 * t.records[1.0].steps
 
 
 def test_a_target_the_initial_loss_already_meets_is_reached_at_step_zero():

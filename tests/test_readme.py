@@ -96,3 +96,28 @@ def test_the_ground_truth_table_is_the_json():
     assert f'"{sign["verdict"]}"' in text and f'"{sgd["verdict"]}"' in text
     for e in (sign, sgd):
         assert f"x {e['seeds']} seeds" in text, e["experiment"]
+
+
+def test_the_window_table_is_the_window_gap_json():
+    import pandas as pd
+
+    text = section("### Where the K-step window starts", "## Ground truth")
+    flat = " ".join(text.split())
+    result = json.loads((EXAMPLES / "window_gap_quickstart.json").read_text())
+    points = pd.DataFrame(result["points"])
+    per_b = points.groupby("batch_size").agg(
+        gap_b=("gap_before", "mean"), gap_a=("gap_after", "mean"), max_b=("gap_max_before", "max"),
+        max_a=("gap_max_after", "max"), exact=("exact_after", "mean"), sd_b=("drop_sd_before", "mean"),
+        sd_a=("drop_sd_after", "mean"), sd_t=("drop_at_target_sd_after", "mean"))
+    for b, r in per_b.iterrows():
+        row = (f"| {b:g} | {r.gap_b:.3f} -> {r.gap_a:.3f} | {r.max_b:.3f} -> {r.max_a:.3f} | {round(100 * r.exact)}%")
+        assert row in text, row
+        assert f"| {r.sd_b:.3f} -> {r.sd_a:.3f} | {r.sd_t:.3f} |" in text, b
+    fall = 100 * (1 - per_b.gap_a / per_b.gap_b)
+    assert f"falls by {fall.min():.0f}-{fall.max():.0f}% at every B" in flat
+    sd = 100 * (1 - per_b.sd_t / per_b.sd_a)
+    assert f"per-run SD is {sd.min():.0f}-{sd.max():.0f}% below" in flat
+    summary = result["summary"]
+    assert f"{summary['probes_per_run']['after']:.1f} probes per run instead of " \
+           f"{summary['probes_per_run']['before']:.1f}" in flat
+    assert f"{summary['compute_s']['after']:.0f} s of compute against {summary['compute_s']['before']:.0f} s" in flat
