@@ -6,8 +6,9 @@ loss curve (``surge_repro/protocol.py`` says how probes now close in). This scri
 stores of the same experiment and prints, per (target, B, LR): the mean start gap (target - probe loss at S), the
 share of crossings whose step before was probed (S the first step at or below the target), the per-run SD of the
 paper's drop and, where measured, of the drop from the target's level; then the correlation of gap and drop within
-each batch size, the probes and steps per run, and the compute each store took (the sum over packs of their longest run's wall time:
-compare it only between stores run on equally loaded machines; the probe count does not depend on the load).
+each batch size, the probes and steps per run, and the compute each store took (the sum over packs of their longest
+run's wall time: compare it only between stores run on equally loaded machines; the probe count does not depend on
+the load).
 
     python reports/window_gap.py BEFORE_STORE AFTER_STORE [EXPERIMENT]    # EXPERIMENT defaults to quickstart
 
@@ -40,6 +41,8 @@ def per_point(table: pd.DataFrame) -> pd.DataFrame:
 def gap_drop_correlation(table: pd.DataFrame, drop: str = "loss_drop_after_k") -> pd.Series:
     """Per (target, B): the correlation across LRs and seeds of the start gap and a drop."""
     rows = table[table["reached"] & np.isfinite(table[drop])]
+    if rows.empty:  # a store from before the drop was measured
+        return pd.Series(dtype=float)
     return rows.groupby(["target_loss", "batch_size"]).apply(
         lambda g: g["start_gap"].corr(g[drop]) if len(g) > 2 else np.nan, include_groups=False)
 

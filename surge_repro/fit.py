@@ -22,6 +22,11 @@ For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
    a check on Eq 22 where both exist (Theorem 5 says they are the same number).
 5. Not in the paper: McCandlish's B_simple, measured during training (``surge_repro.noise_scale``) and recorded at
    each crossing: the median over the target's runs, its interval from the same bootstrap over seeds.
+6. Theorem 5 on the same runs (``_theorem5``): Eq 18, dL_opt(B) = dL_max / (1 + B_noise / B), with the largest
+   mean loss drop over LR of each B as dL_opt(B), cross-fitted over two halves of the seeds to undo the selection's
+   upward bias (``max_drop``). Its B_noise is Eq 22's, so Eq 18 is drawn with it (dL_max by least squares,
+   ``fit_dl_max``) and also fitted alone (``fit_eq18``): a B_noise from the drops, independent of S and E, with a
+   verdict on whether the two agree within their intervals.
 
 ``fit_target`` does all of it on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
 paper's rounds) with replacement, the same seeds for every cell, which keeps the pairing of a seed's runs across the
@@ -49,6 +54,8 @@ CI = (2.5, 97.5)
 WORKLOAD = ["task", "model", "optimizer", "beta1", "beta2", "k"]  # what must be the same across a fitted grid
 CRITERIA = {
     "drop": "argmax over LR of the mean loss drop over the K steps after the target (the paper, section 3.1)",
+    "drop_at_target": "argmax over LR of the mean drop over K steps of a window that starts exactly at the target's "
+                      "level (interpolated between the windows either side of the crossing: protocol.py)",
     "drop_mean": "argmax over LR of the mean drop per K-step window over protocol.windows consecutive windows",
     "steps": "argmax over LR of the mean speed 1/S to the target, 0 for runs that never reach it: the LR that "
              "reaches the target in the fewest steps",
@@ -88,11 +95,17 @@ class Grid:
     drop_mean: np.ndarray | None = None  # mean drop per window (protocol.windows); as drop for one window
     present: np.ndarray | None = None  # True where the run exists (it may not have reached the target)
     b_simple: np.ndarray | None = None  # McCandlish's B_simple measured at the crossing (NaN: not measured)
+    drop_at_target: np.ndarray | None = None  # the drop of the window that starts at the target's level
 
     def score(self, criterion: str) -> np.ndarray:
         """What the optimal LR maximises, per run (NaN where a run is missing)."""
         if criterion == "drop":
             return self.drop
+        if criterion == "drop_at_target":
+            if self.drop_at_target is None:
+                raise ValueError("criterion drop_at_target needs the table's loss_drop_at_target column (runs from "
+                                 "before it was measured do not have it): fit with criterion=drop, or rerun them")
+            return self.drop_at_target
         if criterion == "drop_mean":
             return self.drop if self.drop_mean is None else self.drop_mean
         if criterion == "steps":  # a run that exists but never reached the target has speed 0
@@ -129,7 +142,11 @@ class Grid:
         b_simple = np.full(shape, np.nan)
         if "b_simple" in rows:
             b_simple[b_i, l_i, s_i] = rows["b_simple"].to_numpy(float)
-        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows), drop_mean, present, b_simple)
+        drop_at = None
+        if "loss_drop_at_target" in rows:
+            drop_at = np.full(shape, np.nan)
+            drop_at[b_i, l_i, s_i] = rows["loss_drop_at_target"].to_numpy(float)
+        return cls(float(target), bs, lr_axis, seeds, drop, steps, len(rows), drop_mean, present, b_simple, drop_at)
 
 
 def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
@@ -261,6 +278,104 @@ def fit_curve(batch_sizes, lr_opt, law: str, n_grid: int = 2001,
     return (eps_max, b_noise, edge) if keep_edge else (eps_max, b_noise)
 
 
+# Theorem 5 (Eq 18): the largest loss drop per batch size, dL_opt(B) = dL_max / (1 + B_noise / B), with the B_noise
+# of Eq 14 / Eq 22. The drops are measured on the same runs as Eq 22's S and E, so B_noise fitted to them is a second,
+# independent estimate of the same number.
+DROP_CRITERIA = ("drop", "drop_at_target", "drop_mean")  # the criteria whose score is a loss drop (Eq 18's dL)
+VERDICTS_EQ18 = {
+    "consistent": "the 95% intervals of B_noise from the drops (Eq 18) and from S and E (Eq 22) overlap",
+    "inconsistent": "the 95% intervals of B_noise from the drops (Eq 18) and from S and E (Eq 22) do not overlap",
+    "unresolved": "one of the two B_noise, or its interval, is missing: nothing to compare",
+}
+
+
+def drop_criterion(criterion: str) -> str:
+    """The loss drop Theorem 5 reads: the fit's criterion where it is one (``DROP_CRITERIA``), else the paper's."""
+    return criterion if criterion in DROP_CRITERIA else "drop"
+
+
+MIN_HALF = 2  # cross-fitting (``max_drop``) needs this many seeds in each half: 2 * MIN_HALF seeds in all
+
+
+def max_drop(drop: np.ndarray, seed_idx: np.ndarray | None = None) -> np.ndarray:
+    """Eq 18's measured side, dL_opt(B): per batch size, the mean drop at the best LR, cross-fitted over seeds.
+    ``drop``: per run, (B, LR, seeds); ``seed_idx``: (rep, n) indices into the seed axis, by default one row of every
+    seed (as ``optima``). Returns (rep, B).
+
+    The plain estimate, the largest mean over LR, is biased upward by the selection: the LR whose mean is largest is
+    also the one whose noise is largest, so it sits above the true top by about the noise of one mean times the
+    expected maximum of that many near-equal LRs. That is most where the drops are small against their noise (small
+    B), so it flattens Eq 18 and pulls the B_noise fitted to the drops low: on synthetic grids drawn with B_noise 20
+    (``tests/synthetic.py``, 5 seeds, 20 grids per setting) the plain maxima sat above the true top by +19% / +61% /
+    +147% at B = 1 and +7% / +22% / +53% at B = 2-5 with drop noise 0.002 / 0.005 / 0.01 per run (tops 0.005 at B = 1
+    to 0.095 at B = 400), the drops' B_noise came out at a median 19.3 / 17.7 / 15.6, and with 1000 replicates its
+    interval missed Eq 22's (true 20 too) in 12 / 10 / 8 of 20 grids (9 of 20 with 10 seeds at 0.005).
+    Cross-fitting removes the selection's bias: each row's seeds are split by position into two halves (even and
+    odd positions of the row: for the data the even and odd seeds of the seed axis, for a bootstrap replicate the
+    even and odd draws of its resampled list, so its interval is of this same estimator), the best LR is picked on
+    one half (the largest finite mean) and its mean is read on the other, then the halves swap and the two readings
+    are averaged. The reading is unbiased for the true drop at the picked LR, so it is slightly conservative: the
+    picked LR may not be the truly best one, whose true drop is at least as large. It is so most where the top is
+    small against the noise of a half's mean, and there not slightly: on the same grids -16% / -54% / -74% at B = 1
+    (the picked LR is near random there), -3% / -8% / -11% at B = 2-5. Those are the smallest drops, which weigh
+    least in the fit (``fit_eq18``, least squares on the drops), so the drops' B_noise came out at a median 20.2 /
+    20.4 / 20.6 (a slight steepening), within 15% of 20 in every grid at 0.002 and 0.005, and the verdict said
+    consistent in 20 of 20 grids at every noise and with 10 seeds.
+
+    Only an LR where both halves have a finite mean can be picked: a mean of -inf (a run diverged inside its window)
+    is never the largest, as in the plain estimate, and an LR a half did not run cannot be read there. A batch size
+    with no such LR has none (NaN), as has every batch size when a half has fewer than ``MIN_HALF`` seeds (a row of
+    fewer than 4): one seed per half reads single runs and gives no cross-fitted mean, so there is no estimate."""
+    drop = np.asarray(drop, float)
+    seed_idx = np.arange(drop.shape[-1])[None, :] if seed_idx is None else np.atleast_2d(seed_idx)
+    halves = seed_idx[:, 0::2], seed_idx[:, 1::2]
+    if min(h.shape[1] for h in halves) < MIN_HALF:
+        return np.full((len(seed_idx), drop.shape[0]), np.nan)
+    means = [_nanmean(drop[:, :, h].transpose(2, 0, 1, 3), axis=-1) for h in halves]  # (rep, B, LR) each
+    both = np.isfinite(means[0]) & np.isfinite(means[1])
+    reads = []
+    for pick, read in ((0, 1), (1, 0)):
+        best = np.argmax(np.where(both, means[pick], -np.inf), axis=-1)
+        reads.append(np.take_along_axis(means[read], best[..., None], axis=-1)[..., 0])
+    return np.where(both.any(axis=-1), (reads[0] + reads[1]) / 2, np.nan)
+
+
+def fit_dl_max(batch_sizes, drops, b_noise) -> np.ndarray:
+    """Eq 18's dL_max with B_noise fixed (one per replicate, or one for all): with x = 1 / (1 + B_noise / B), the
+    least-squares closed form sum x y / sum x^2 over the batch sizes with a measured maximum. ``drops``: (rep, B).
+    NaN with fewer than 2 of them, or where B_noise is not > 0."""
+    y = np.atleast_2d(np.asarray(drops, float))
+    bn = np.broadcast_to(np.asarray(b_noise, float), (len(y),))
+    good = np.isfinite(bn) & (bn > 0)
+    x = law_shape("sgd_alpha1", np.asarray(batch_sizes, float), np.where(good, bn, 1.0)[:, None])  # Eq 1's shape
+    ok = np.isfinite(y)
+    sxy, sxx = np.where(ok, x * y, 0.0).sum(-1), np.where(ok, x * x, 0.0).sum(-1)
+    return np.where(good & (ok.sum(-1) >= 2), sxy / np.where(sxx > 0, sxx, np.nan), np.nan)
+
+
+def fit_eq18(batch_sizes, drops, n_grid: int = 2001) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eq 18 fitted alone to the maxima ``drops`` (rep, B): (dL_max, B_noise, on_bound) by least squares. For each
+    B_noise the best dL_max is closed-form, so B_noise is a 1-D search on a log grid over B_min / 100 .. B_max * 100
+    (as ``fit_curve``). ``on_bound``: the best B_noise is the search's bound, where the drops show no knee (flat
+    drops run to the lower bound, ever-rising ones to the upper); its values are kept, the caller decides. NaN with
+    fewer than 3 batch sizes with a maximum, or a best dL_max <= 0 (the loss rose: no drop to fit)."""
+    b = np.asarray(batch_sizes, float)
+    y = np.atleast_2d(np.asarray(drops, float))
+    grid = np.geomspace(b.min() / _CURVE_SPAN, b.max() * _CURVE_SPAN, n_grid)
+    x = np.stack([law_shape("sgd_alpha1", b, g) for g in grid])  # (grid, B): Eq 18 has Eq 1's shape
+    ok = np.isfinite(y)
+    y0 = np.where(ok, y, 0.0)
+    sxy, sxx = x @ y0.T, (x * x) @ ok.T  # (grid, rep)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a replicate without a maximum: NaN, dropped below
+        sse = (y0 * y0).sum(-1) - sxy ** 2 / sxx  # the residual at each B_noise's best dL_max
+        best = np.where(np.isfinite(sse), sse, np.inf).argmin(axis=0)
+        rows = np.arange(len(y))
+        dl_max, b_noise = sxy[best, rows] / sxx[best, rows], grid[best]
+    bad = (ok.sum(-1) < 3) | ~(dl_max > 0)
+    on_bound = ((best == 0) | (best == n_grid - 1)) & ~bad
+    return np.where(bad, np.nan, dl_max), np.where(bad, np.nan, b_noise), on_bound
+
+
 @dataclass
 class TargetFit:
     """The fitted numbers of one target, with bootstrap intervals (lists [lo, hi]) and the n behind them."""
@@ -300,6 +415,9 @@ class TargetFit:
     b_simple: float  # McCandlish's B_simple measured in training (noise_scale): median over the runs at the target
     b_simple_ci: list[float]
     b_simple_n: int  # runs that measured it (B >= 2, no BatchNorm, at least one measurement before the crossing)
+    # Theorem 5 (Eq 18) on the same runs (``_theorem5``): the largest mean drop per B with its interval, Eq 18 at
+    # Eq 22's B_noise (dl_max, its band) and Eq 18 fitted alone (b_noise_eq18: a second estimate of B_noise), verdict
+    theorem5: dict
     # the seed rule (MIN_SEEDS): enough_seeds, n_seeds, distinct_resamples, min_seeds, and in words: note (what the
     # intervals rest on, or why there are none), lattice (what a lattice estimate on its bound means)
     interval: dict[str, bool | int | str]
@@ -332,6 +450,8 @@ def _estimates(grid: Grid, seed_idx: np.ndarray, criterion: str) -> dict:
     peak = np.where(np.isfinite(lr_opt).any(axis=1),
                     grid.batch_sizes[np.argmax(np.where(np.isfinite(lr_opt), lr_opt, -np.inf), axis=1)], np.nan)
     out["peak"] = peak
+    drop = drop_criterion(criterion)  # Theorem 5 reads a drop, whatever picked the optimal LR
+    out["max_drop"] = max_drop(grid.score(drop), seed_idx)  # cross-fitted: the same halves in every replicate
     for law in CURVE_LAWS:
         out[f"curve/{law}/eps_max"], out[f"curve/{law}/b_noise"] = fit_curve(grid.batch_sizes, lr_opt, law)
     measured = np.full(grid.drop.shape, np.nan) if grid.b_simple is None else grid.b_simple
@@ -376,6 +496,11 @@ def _continuous(fit_numbers: dict) -> dict[str, tuple[str, float, list[float]]]:
         for k, name in (("b_noise", "B_noise"), ("eps_max", "eps_max")):
             out[f"curve/{law}/{k}"] = (f"{name} of {LAWS[law][0]} fitted to the optima", c[k], c[f"{k}_ci"])
     out["b_simple"] = ("B_simple (measured)", fit_numbers["b_simple"], fit_numbers["b_simple_ci"])
+    t5 = fit_numbers["theorem5"]
+    out["theorem5/dl_max"] = ("dL_max of Eq 18 at Eq 22's B_noise", t5["dl_max"], t5["dl_max_ci"])
+    out["theorem5/b_noise_eq18"] = ("B_noise of Eq 18 fitted to the largest drops", t5["b_noise_eq18"],
+                                    t5["b_noise_eq18_ci"])
+    out["theorem5/dl_max_eq18"] = ("dL_max of Eq 18 fitted alone", t5["dl_max_eq18"], t5["dl_max_eq18_ci"])
     return out
 
 
@@ -408,10 +533,15 @@ def _batches(grid: Grid, mask) -> list[int | float]:
     return [int(b) if float(b).is_integer() else float(b) for b, m in zip(grid.batch_sizes, mask) if m]
 
 
+def _b_grid(batch_sizes: np.ndarray, n: int = 60) -> np.ndarray:
+    """Where a band is drawn: n points across the measured batch sizes, geometric where they are all > 0."""
+    lo, hi = batch_sizes.min(), batch_sizes.max()
+    return np.geomspace(lo, hi, n) if lo > 0 else np.linspace(lo, hi, n)
+
+
 def _law_bands(grid: Grid, boot: dict) -> dict[str, dict[str, list[float]]]:
     """Each law's curve over B for every replicate's (eps_max, B_noise), summarised by its 95% percentile band."""
-    b = np.geomspace(grid.batch_sizes.min(), grid.batch_sizes.max(), 60) if grid.batch_sizes.min() > 0 else \
-        np.linspace(grid.batch_sizes.min(), grid.batch_sizes.max(), 60)
+    b = _b_grid(grid.batch_sizes)
     b_noise = np.asarray(boot["b_noise"], float)
     bands = {}
     for law, (_, fn) in LAWS.items():
@@ -423,6 +553,101 @@ def _law_bands(grid: Grid, boot: dict) -> dict[str, dict[str, list[float]]]:
         lo, hi = np.percentile(curves, CI, axis=0)
         bands[law] = {"b": b.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
     return bands
+
+
+def _eq18_verdict(b18: float, b18_ci: list[float], b22: float, b22_ci: list[float]) -> str:
+    """A key of ``VERDICTS_EQ18``: do the two B_noise agree within their 95% intervals?"""
+    if not all(math.isfinite(v) for v in (b18, *b18_ci, b22, *b22_ci)) or not b22 > 0:
+        return "unresolved"
+    return "consistent" if b18_ci[0] <= b22_ci[1] and b22_ci[0] <= b18_ci[1] else "inconsistent"
+
+
+def _theorem5(grid: Grid, point: dict, boot: dict, enough: bool, criterion: str) -> dict:
+    """Theorem 5 (Eq 18: dL_opt(B) = dL_max / (1 + B_noise / B)) on the fit's runs, ``TargetFit.theorem5``.
+
+    Measured: the largest mean drop over LR per B, cross-fitted over two halves of the seeds (``max_drop``), its
+    interval from the same replicates as the rest, each cross-fitted over its own halves; none below
+    2 * ``MIN_HALF`` seeds.
+    Prediction 1: Eq 18 with Eq 22's B_noise, dL_max by least squares (``fit_dl_max``); each replicate uses its own
+    Eq 22 B_noise where it has one > 0, else the data's. Prediction 2: Eq 18 fitted alone (``fit_eq18``), whose
+    B_noise is a second estimate of Eq 22's, from other numbers of the same runs (drops, not S and E). It is no
+    estimate (NaN, and the note says why) where the best fit is on the search bound, or where 2.5% or more of the
+    replicates are: their bound values are kept, so the interval then reaches the bound and bounds B_noise on one
+    side only."""
+    ci = _ci if enough else _no_ci
+    b = grid.batch_sizes
+    measured, boot_max = point["max_drop"][0], boot["max_drop"]
+    b22, b22_boot = float(point["b_noise"][0]), np.asarray(boot["b_noise"], float)
+    b22_boot = np.where(np.isfinite(b22_boot) & (b22_boot > 0), b22_boot, b22)
+    dl, dl_boot = float(fit_dl_max(b, measured, b22)[0]), fit_dl_max(b, boot_max, b22_boot)
+    dl18, b18, bound = (v[0] for v in fit_eq18(b, measured))
+    dl18_boot, b18_boot, bound_boot = fit_eq18(b, boot_max)
+    b18_ci, b22_ci = ci(b18_boot), ci(boot["b_noise"])
+    share = float(np.mean(bound_boot)) if enough else 0.0
+    resolved = math.isfinite(b18) and not bound and share < CI[0] / 100
+    crit = drop_criterion(criterion)
+    notes = [] if crit == criterion else [f"drops by the {crit} criterion (the optimal LR is by {criterion})"]
+    n_max = int(np.isfinite(measured).sum())
+    if len(grid.seeds) < 2 * MIN_HALF:
+        notes.append(f"no largest drop: it is cross-fitted over two halves of the seeds (max_drop), which needs "
+                     f"{MIN_HALF} seeds per half, {2 * MIN_HALF} in all; {len(grid.seeds)} were run")
+    elif n_max < 3:
+        notes.append(f"only {n_max} batch size(s) with a measured drop: Eq 18 alone needs 3")
+    elif not resolved:
+        notes.append(_eq18_unresolved(b, float(b18), bool(bound), b18_boot, bound_boot, b18_ci, b22_ci))
+    elif share:
+        notes.append(f"{share:.1%} of replicates put B_noise on the search bound")
+    if resolved and not b.min() <= b18 <= b.max():  # the knee itself was not measured
+        notes.append(f"B_noise from the drops ({b18:.3g}) lies {'below' if b18 < b.min() else 'above'} the measured "
+                     f"batch sizes: an extrapolation of Eq 18's knee")
+    if not b22 > 0:
+        notes.append(f"Eq 22 gave no B_noise > 0 ({b22:.3g}): no prediction from it")
+    if not enough:
+        notes.append("no intervals (too few seeds), so no verdict")
+    b18, dl18 = (float(b18), float(dl18)) if resolved else (math.nan, math.nan)
+    verdict = _eq18_verdict(b18, b18_ci, b22, b22_ci)
+    return {"criterion": crit, "batch_sizes": b.tolist(), "max_drop": measured.tolist(),
+            "max_drop_ci": [ci(boot_max[:, i]) for i in range(len(b))],
+            "predicted": (dl * law_shape("sgd_alpha1", b, b22)).tolist() if b22 > 0 else [math.nan] * len(b),
+            "dl_max": dl, "dl_max_ci": ci(dl_boot), "band": _eq18_band(b, dl_boot, b22_boot) if enough else {},
+            "b_noise_eq22": b22, "b_noise_eq22_ci": b22_ci,
+            "b_noise_eq18": b18, "b_noise_eq18_ci": b18_ci, "b_noise_eq18_bound_share": share,
+            "dl_max_eq18": dl18, "dl_max_eq18_ci": ci(dl18_boot),
+            "verdict": verdict, "note": "; ".join(notes + ([VERDICTS_EQ18[verdict]] if enough else []))}
+
+
+def _eq18_unresolved(b: np.ndarray, b18: float, bound: bool, b18_boot: np.ndarray, bound_boot: np.ndarray,
+                     b18_ci, b22_ci) -> str:
+    """Why Eq 18 alone gives no B_noise: its best fit, or 2.5% or more of its replicates, on the search bound; what
+    the drops still say (a one-sided limit), and whether Eq 22's interval lies beyond it."""
+    flat = "below the smallest batch size: the drops are flat, no knee"
+    rising = "above the largest batch size: the drops still rise"
+    if bound:
+        low = b18 < b.min()
+        text = f"B_noise from the drops unresolved: the best fit is on the search bound ({b18:.3g}, " \
+               f"{flat if low else rising})"
+    else:
+        low = np.mean(b18_boot[bound_boot] < b.min()) >= 0.5  # most replicates on the bound are on its lower end
+        text = f"B_noise from the drops unresolved: {np.mean(bound_boot):.0%} of replicates put it on the search " \
+               f"bound"
+    limit = b18_ci[1] if low else b18_ci[0]
+    if not math.isfinite(limit):  # no interval (too few seeds): no limit either
+        return text
+    text += f", so the drops only say B_noise {'<' if low else '>'} {limit:.3g}"
+    if math.isfinite(b22_ci[0]) and (b22_ci[0] > limit if low else b22_ci[1] < limit):
+        text += f", and Eq 22's interval lies wholly {'above' if low else 'below'} that"
+    return text
+
+
+def _eq18_band(b: np.ndarray, dl_boot: np.ndarray, b22_boot: np.ndarray) -> dict[str, list[float]]:
+    """Eq 18 at Eq 22's B_noise over B for every replicate, summarised by its 95% band (as ``_law_bands``)."""
+    ok = np.isfinite(dl_boot)
+    if ok.sum() < 10:
+        return {}
+    bb = _b_grid(b)
+    curves = dl_boot[ok, None] * law_shape("sgd_alpha1", bb[None, :], b22_boot[ok, None])
+    lo, hi = np.percentile(curves, CI, axis=0)
+    return {"b": bb.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
 
 
 def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "drop") -> TargetFit:
@@ -484,6 +709,7 @@ def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "
         curve={law: {k: float(point[f"curve/{law}/{k}"][0]) for k in ("eps_max", "b_noise")}
                | {f"{k}_ci": ci(boot[f"curve/{law}/{k}"]) for k in ("eps_max", "b_noise")}
                | {"unfit_share": float(np.mean(~np.isfinite(boot[f"curve/{law}/b_noise"])))} for law in CURVE_LAWS},
+        theorem5=_theorem5(grid, point, boot, interval["enough_seeds"], criterion),
         interval=interval, mean_score=point["mean_score"][0].tolist(),
     )
     off, off_notes = _off_interval(numbers)

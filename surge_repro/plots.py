@@ -1,6 +1,6 @@
 """Figures of the paper's kind, drawn from fits (``fit.TargetFit``); functions return matplotlib Figures, no file I/O.
 
-``surge_row`` draws one target as the paper's two panels:
+``surge_figure`` draws each target as a row: the paper's two panels and Theorem 5's:
 
 - left: the criterion's mean over (B, LR) as a heatmap (the paper's: the loss drop over K steps), the optimal LR of
   each B (filled: resolved; hollow: on the grid's edge; small and faint: not identifiable; grey-rimmed: too few seeds
@@ -8,7 +8,11 @@
   red dashed line at the fitted B_noise, the three fitted laws (Adam surge Eq 2, SGD alpha = 1 and alpha = 0.5 of
   Eq 24) with their eps_max, each with its 95% band over seeds. A batch size without an optimum says why in its
   column (no run reached the target, a tie: its tied LRs as hollow squares, no data);
-- right: 1/S against 1/E at the optimal LRs with the Eq 22 line, whose slope is -B_noise.
+- middle: 1/S against 1/E at the optimal LRs with the Eq 22 line, whose slope is -B_noise;
+- right (``theorem5_panel``): Theorem 5 on the same runs: the largest mean loss drop over LR of each B (cross-fitted
+  over two halves of the seeds: ``fit.max_drop``) with its 95% interval, Eq 18 (dL_max / (1 + B_noise / B)) at
+  Eq 22's B_noise with its band, and Eq 18 fitted alone (dashed), whose B_noise is a second estimate of Eq 22's; the
+  title compares the two.
 
 A star (*) marks an estimate that lies on or outside its own bootstrap interval (``TargetFit.off_interval``); the
 row's title names them. With too few seeds (``TargetFit.interval``) there are no bars or bands, and the title and the
@@ -38,6 +42,8 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from surge_repro.fit import NO_OPTIMUM, TargetFit  # noqa: E402
 from surge_repro.theory import LAWS  # noqa: E402
 
+DROP_LABEL = {"drop": "loss drop over K steps", "drop_at_target": "drop over K steps from the target",
+              "drop_mean": "loss drop per K-step window"}  # what a drop criterion's score is, on an axis
 LAW_STYLE = {"adam": dict(color="tab:orange", lw=2.2, ls="-"),
              "sgd_alpha1": dict(color="tab:cyan", lw=1.6, ls="--"),
              "sgd_alpha0.5": dict(color="magenta", lw=1.6, ls=":")}
@@ -60,6 +66,13 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
         inner = (v[1:] + v[:-1]) / 2
         mid = np.concatenate([[v[0] - (inner[0] - v[0])], inner, [v[-1] + (v[-1] - inner[-1])]])
     return np.exp(mid) if log else np.maximum(mid, 0.0)
+
+
+def _curve_grid(x_edges: np.ndarray, log: bool) -> np.ndarray:
+    """Where a fitted curve is drawn across the panel; B > 0 on a linear axis, where the laws are defined."""
+    if log:
+        return np.geomspace(x_edges[0], x_edges[-1], 300)
+    return np.linspace(max(x_edges[0], 1e-3 * x_edges[-1]), x_edges[-1], 300)
 
 
 def fmt_b(x: float, digits: int = 3) -> str:
@@ -91,7 +104,9 @@ def _off_interval_line(fit: TargetFit) -> str:
     names = {"b_noise": "B_noise", "s_min": "S_min", "b_simple": "B_simple",
              **{f"eps_max/{law}": f"eps_max {label.split(' (')[0]}" for law, (label, _) in LAWS.items()},
              **{f"curve/{law}/{k}": f"{name} of {'Eq 2' if law == 'adam' else 'Eq 1'} fit"
-                for law in ("adam", "sgd_alpha1") for k, name in (("b_noise", "B_noise"), ("eps_max", "eps_max"))}}
+                for law in ("adam", "sgd_alpha1") for k, name in (("b_noise", "B_noise"), ("eps_max", "eps_max"))},
+             "theorem5/dl_max": "dL_max of Eq 18", "theorem5/b_noise_eq18": "B_noise of Eq 18",
+             "theorem5/dl_max_eq18": "dL_max of Eq 18 alone"}
     if not fit.off_interval:
         return ""
     return textwrap.fill("* on or outside its bootstrap interval (skewed or identical replicates: the interval is "
@@ -161,7 +176,7 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
                          vmin=vmin, vmax=vmax, shading="flat")
     for i, j in zip(*np.where(np.isneginf(drop))):  # a run diverged inside its drop window
         ax.plot(b[j], lrs[i], marker="x", color="tab:red", ms=6, mew=1.5, ls="none")
-    label = {"drop": "mean loss drop over K steps", "drop_mean": "mean loss drop per K-step window",
+    label = {**{k: f"mean {v}" for k, v in DROP_LABEL.items()},
              "steps": "mean speed 1/S to the target"}.get(fit.criterion, fit.criterion)
     ax.figure.colorbar(mesh, ax=ax, label=f"{label} (n = {fit.n_seeds} seeds)")
 
@@ -174,8 +189,7 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
         _no_optimum(ax, overlay, shifted, "tab:blue", False, "fewest steps: ")
 
     x_edges = _edges(b, log_b)
-    grid_b = np.geomspace(x_edges[0], x_edges[-1], 300) if log_b else np.linspace(
-        max(x_edges[0], 1e-3 * x_edges[-1]), x_edges[-1], 300)
+    grid_b = _curve_grid(x_edges, log_b)
     if fit.b_noise > 0:
         for law, (label, fn) in LAWS.items():
             eps = fit.eps_max[law]
@@ -265,6 +279,59 @@ def se_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
     ax.legend(fontsize=8, loc="best")
 
 
+def _b_noise_line(ax, b_noise: float, x_range, label: str, **style) -> None:
+    """A vertical line at ``b_noise`` where it lies on the axis, else only its legend entry, saying so."""
+    if not math.isfinite(b_noise):
+        return
+    inside = x_range[0] <= b_noise <= x_range[1]
+    ax.axvline(b_noise if inside else np.nan, **style, label=label + ("" if inside else " (off the axis)"))
+
+
+def theorem5_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
+    """Theorem 5 (Eq 18) on the fit's runs (``TargetFit.theorem5``): the largest mean drop over LR of each B
+    (cross-fitted: ``fit.max_drop``) with its 95% interval, Eq 18 at Eq 22's B_noise (solid, with its band over
+    seeds), Eq 18 fitted alone (dashed), and a vertical line at each B_noise; the title gives the two B_noise and
+    whether their intervals overlap."""
+    t5 = fit.theorem5
+    b, top = np.asarray(t5["batch_sizes"], float), np.asarray(t5["max_drop"], float)
+    log_b = _is_geometric(b)
+    x_edges = _edges(b, log_b)
+    grid_b = _curve_grid(x_edges, log_b)
+    ci = np.asarray(t5["max_drop_ci"], float).reshape(-1, 2)
+    ok = np.isfinite(top)
+    yerr = np.where(np.isfinite(ci.T), np.abs(np.vstack([top - ci[:, 0], ci[:, 1] - top])), 0)
+    ax.errorbar(b[ok], top[ok], yerr=yerr[:, ok], fmt="o", color="0.15", ms=6, elinewidth=1.1, capsize=3, zorder=5,
+                label="largest mean drop over LR, cross-fitted over two halves of the seeds"
+                      + (" (95% CI)" if fit.interval["enough_seeds"] else ""))
+    b22, b18 = t5["b_noise_eq22"], t5["b_noise_eq18"]
+    if math.isfinite(t5["dl_max"]):  # Eq 18 with Eq 22's B_noise: the paper's claim that they are one number
+        ax.plot(grid_b, t5["dl_max"] / (1 + b22 / grid_b), color="red", lw=2, zorder=4,
+                label=f"Eq 18 at Eq 22's B_noise: dL_max = {t5['dl_max']:.3g}{_star(fit, 'theorem5/dl_max')}")
+        if t5["band"]:
+            ax.fill_between(t5["band"]["b"], t5["band"]["lo"], t5["band"]["hi"], color="red", alpha=0.15, lw=0,
+                            zorder=3)
+    if math.isfinite(t5["dl_max_eq18"]):
+        ax.plot(grid_b, t5["dl_max_eq18"] / (1 + b18 / grid_b), color="tab:purple", lw=1.8, ls="--", zorder=4,
+                label=f"Eq 18 fitted alone: dL_max = {t5['dl_max_eq18']:.3g}"
+                      f"{_star(fit, 'theorem5/dl_max_eq18')}")
+    _b_noise_line(ax, b22 if b22 > 0 else math.nan, x_edges[[0, -1]], f"B_noise (Eq 22) = {fmt_b(b22)}",
+                  color="red", ls=":", lw=1.5, zorder=4)
+    _b_noise_line(ax, b18, x_edges[[0, -1]], f"B_noise (Eq 18 alone) = {fmt_b(b18)}", color="tab:purple",
+                  ls=":", lw=1.5, zorder=4)
+    ax.set_xscale("log" if log_b else "linear")
+    ax.set_xlim(x_edges[[0, -1]])
+    _batch_axis(ax.xaxis, unit)
+    ax.set_ylabel(f"largest mean {DROP_LABEL.get(t5['criterion'], t5['criterion'])}")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False,
+              title_fontsize=8, title=textwrap.fill(t5["note"], 70))
+    star18 = "theorem5/b_noise_eq18" in fit.off_interval
+    from_drops = _fmt_ci(b18, t5["b_noise_eq18_ci"], fmt_b, star18) if math.isfinite(b18) else "unresolved"
+    ax.set_title(f"Theorem 5 (Eq 18): the largest drop of each B\n"
+                 f"B_noise from the drops {from_drops}\n"
+                 f"Eq 22's {_fmt_ci(b22, t5['b_noise_eq22_ci'], fmt_b, 'b_noise' in fit.off_interval)}: "
+                 f"{t5['verdict']}", fontsize=10)
+
+
 def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples",
                   labels: list[str] | None = None, legend_ax=None) -> None:
     """B_noise (Eq 22), the observed peak of the optimal LR, Eq 2's B_noise fitted to the optima and the B_simple
@@ -330,15 +397,15 @@ def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[
 def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None = None,
                  overlay: list[TargetFit] | None = None, overlay_verdicts: list[dict] | None = None,
                  unit: str = "examples", labels: list[str] | None = None, trend: dict | None = None) -> Figure:
-    """A row of (heatmap, S-E) panels per target, opened by the B_noise summary when ``trend``
+    """A row of (heatmap, S-E, Theorem 5) panels per target, opened by the B_noise summary when ``trend``
     (``report.b_noise_trend``) is given; ``verdicts`` (``identify.surge_verdict``) style the optima and title each
     row, ``overlay`` (fits by another criterion) adds their optima, ``labels`` name the rows (the paper's panels),
     ``unit`` is what a batch counts."""
     heights = ([4.2] if trend else []) + [5.9] * len(fits)
-    fig = plt.figure(figsize=(13, sum(heights) + 0.6), layout="constrained")
-    grid = fig.add_gridspec(len(heights), 2, width_ratios=[1.45, 1], height_ratios=heights)
+    fig = plt.figure(figsize=(18, sum(heights) + 0.6), layout="constrained")
+    grid = fig.add_gridspec(len(heights), 3, width_ratios=[1.45, 1, 1], height_ratios=heights)
     if trend:
-        text_ax = fig.add_subplot(grid[0, 1])
+        text_ax = fig.add_subplot(grid[0, 1:])
         b_noise_panel(fig.add_subplot(grid[0, 0]), fits, trend, unit, labels, legend_ax=text_ax)
         _trend_text(text_ax, fits, trend, unit, labels)
     for i, fit in enumerate(fits):
@@ -348,6 +415,7 @@ def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None 
         heatmap_panel(left, fit, verdict, overlay[i] if overlay else None,
                       overlay_verdicts[i] if overlay_verdicts else None, unit)
         se_panel(right, fit, unit)
+        theorem5_panel(fig.add_subplot(grid[row, 2]), fit, unit)
         name = f"{labels[i]} " if labels and labels[i] else ""
         head = f"{name}target loss {fit.target:g}: {fit.n_runs} runs, {len(fit.batch_sizes)} B x {len(fit.lrs)} " \
                f"LR x {fit.n_seeds} seeds"

@@ -20,10 +20,11 @@ The paper gives no estimator of "the training loss" (only that targets hold to +
   sudden fall after a plateau is caught early) nor beyond half the steps that the latest rate of descent (and its
   speed-up since the probe before) predicts to the target. Once that prediction is ``probe.reach`` steps or fewer,
   probes come every ``probe.min_gap`` examples (every step from B = min_gap up) until the target is crossed, so S is
-  the first step at or below the target, not a probe that happened to come later: a sparse schedule lets fast LRs overshoot the target by more than slow ones, and their K steps start
-  lower on the loss curve, where it falls more slowly, which biased the optimal LR down at large B. What is left of
-  ``target - probe loss at S`` (the ``start_gap`` column of the table) is the last step's own fall;
-  ``previous_probe`` records the probe before S, so the table can tell (``exact_crossing``) that S - 1 was probed.
+  the first step at or below the target, not a probe that happened to come later: a sparse schedule lets fast LRs
+  overshoot the target by more than slow ones, and their K steps start lower on the loss curve, where it falls more
+  slowly, which biased the optimal LR down at large B. What is left of ``target - probe loss at S`` (the
+  ``start_gap`` column of the table) is the last step's own fall; ``previous_probe`` records the probe before S, so
+  the table can tell (``exact_crossing``) that S - 1 was probed.
   Below B = min_gap the probes near a target stay min_gap examples apart: a probe of 512 examples costs about nine
   steps at B = 1, where a step's fall (0.001 nats) is far below its noise (SD 0.01-0.07), so probing every step
   would triple a small batch's cost to place S more exactly than the noise lets it mean anything. Where noise made
@@ -116,7 +117,7 @@ class TargetTracker:
     windows: int = 1  # consecutive K-step windows measured after each target (the paper: 1)
     probe_every: int = 2048  # examples between routine probes
     probe_min_gap: int = 8  # examples: the closest probes while the next target is farther than ``probe_reach``
-    probe_reach: int = 8  # steps: when the next target is predicted this close, probes come every min_gap until it falls
+    probe_reach: int = 8  # steps: once the next target is predicted this close, probes come every min_gap until then
     ema_examples: float = 512
     diverge_factor: float = 3.0
     max_steps: int = 10**9

@@ -14,6 +14,10 @@ they mean to ``run.py``. Which experiments a script draws, its title and the pap
 the store under its name. With two or more targets the figure opens with B_noise against the target loss
 (``b_noise_trend``: does it grow as training goes on, as Fig. 3 claims?).
 
+Each target also gets Theorem 5 (Eq 18) on the same runs (``TargetFit.theorem5``, a line of the text, a panel of the
+figure): the largest mean drop of each B against Eq 18 at Eq 22's B_noise, and the B_noise Eq 18 alone gives the
+drops, compared with Eq 22's.
+
 The text, the JSON (each target's ``interval``, ``no_optimum``, ``tied_lrs``, ``off_interval`` and ``notes``) and the
 figure say what a number cannot mean: a batch size without an optimum (no run reached the target, a tie), fewer
 seeds than an interval needs (``fit.MIN_SEEDS``: then no interval and no verdict that rests on one), an estimate on
@@ -133,6 +137,25 @@ def describe(fit: TargetFit, steps_fit: TargetFit | None = None, confidence: flo
     return "\n".join(lines)
 
 
+def theorem5_line(fit: TargetFit, unit: str = "examples") -> str:
+    """Theorem 5 (Eq 18) in one line: the largest mean drop of each B [95%] (cross-fitted over two halves of the
+    seeds: ``fit.max_drop``), Eq 18's dL_max at Eq 22's B_noise, the B_noise Eq 18 alone gives the drops against Eq
+    22's, the verdict, and the note (why a number is missing)."""
+    t5 = fit.theorem5
+
+    def value(v: float, c, fmt=lambda x: f"{x:.3g}") -> str:
+        return "n/a" if not math.isfinite(v) else fmt(v) + (f" [{fmt(c[0])}, {fmt(c[1])}]" if math.isfinite(c[0])
+                                                             else "")
+
+    drops = ", ".join(f"{b:g}: {value(d, c)}" for b, d, c in zip(t5["batch_sizes"], t5["max_drop"],
+                                                                   t5["max_drop_ci"]))
+    b18 = value(t5["b_noise_eq18"], t5["b_noise_eq18_ci"], fmt_b) if math.isfinite(t5["b_noise_eq18"]) else \
+        "unresolved"
+    return (f"  Theorem 5 (Eq 18): cross-fitted max drop per B ({t5['criterion']}; B: max [95%]) {drops}; dL_max "
+            f"at Eq 22's B_noise = {value(t5['dl_max'], t5['dl_max_ci'])}; B_noise from the drops = {b18} against "
+            f"Eq 22's {value(t5['b_noise_eq22'], t5['b_noise_eq22_ci'], fmt_b)} {unit}: {t5['verdict']} ({t5['note']})")
+
+
 def b_noise_trend(fits: list[TargetFit]) -> dict | None:
     """Does B_noise grow as training goes on (the target loss falls), as Fig. 3 claims? None for one target.
 
@@ -244,6 +267,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     print(f"optimal LR: {CRITERIA[criterion]}")
     for i, fit in enumerate(fits):
         print(describe(fit, steps_fits[i] if steps_fits else None, confidence))
+        print(theorem5_line(fit, unit))
         if steps_fits:
             print(f"  fewest-steps criterion: {steps_verdicts[i]['verdict']}: {steps_verdicts[i]['text']}")
     if trend:
@@ -258,7 +282,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
                     config={"experiment": experiment, "criterion": criterion}, directory=out_dir)
     mirror.log_image("figure", png)
     mirror.finish({f"target_{f.target:g}": {"b_noise": f.b_noise, "s_min": f.s_min, "verdict": v["verdict"],
-                                            "b_simple": f.b_simple, "b_noise_eq2_fit": f.curve["adam"]["b_noise"], **{
+                                            "b_simple": f.b_simple, "b_noise_eq2_fit": f.curve["adam"]["b_noise"],
+                                            "b_noise_eq18": f.theorem5["b_noise_eq18"], **{
         f"eps_max_{law}": e for law, e in f.eps_max.items()}} for f, v in zip(fits, verdicts)})
     return png
 

@@ -91,7 +91,8 @@ COLUMNS = [
     "beta2", "seed", "k", "target_loss", "reached", "steps_to_target", "examples_to_target", "loss_at_target",
     "start_gap", "exact_crossing", "loss_after_k", "loss_drop_after_k", "loss_drop_at_target", "windows",
     "loss_drop_mean", "estimate_drop_after_k", "b_simple",
-    "noise_trace", "grad_sq", "probes", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "mode", "grid", "data",
+    "noise_trace", "grad_sq", "probes", "steps", "examples_seen", "wall_s", "pack_id", "pack_points", "mode", "grid",
+    "data",
     "git_sha", "git_dirty",
 ]
 
@@ -368,7 +369,8 @@ def _rows(summary: dict, ident: dict, grid: str) -> Iterator[dict]:
         **{k: point.get(k) for k in ("task", "model", "optimizer", "batch_size", "batch_unit", "lr", "seed", "k")},
         "windows": point.get("windows", 1),
         "beta1": point.get("beta1", math.nan), "beta2": point.get("beta2", math.nan),
-        "probes": summary.get("probes"), "steps": summary.get("steps"), "examples_seen": summary.get("examples_seen"), "wall_s": summary.get("wall_s"),
+        "probes": summary.get("probes"), "steps": summary.get("steps"), "examples_seen": summary.get("examples_seen"),
+        "wall_s": summary.get("wall_s"),
         "pack_id": (summary.get("pack") or {}).get("id", summary["signature"]),
         "pack_points": (summary.get("pack") or {}).get("points", 1), "mode": _mode(summary), "grid": grid,
         "data": ident.get("data"), "git_sha": prov.get("git_sha"), "git_dirty": prov.get("git_dirty"),

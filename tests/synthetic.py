@@ -1,8 +1,9 @@
 """Synthetic grids drawn from the paper's laws with known parameters, as tidy tables and as stores on disk.
 
 The loss drop of a run is D * (2r - r^2) + noise with r = lr / eps_opt(B): a parabola in the LR whose top is the law's
-eps_opt(B). Steps to target are S_min * (1 + B_noise / B) at the optimum (Eq 20 with E = B * S) and grow away from
-it, with multiplicative noise.
+eps_opt(B). Its height D is ``drop_scale`` at every B, or, with ``drop_b_noise``, Theorem 5's
+D(B) = drop_scale / (1 + drop_b_noise / B) (Eq 18). Steps to target are S_min * (1 + B_noise / B) at the optimum
+(Eq 20 with E = B * S) and grow away from it, with multiplicative noise.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from surge_repro.theory import LAWS
 
 
 def table(*, law="adam", eps_max=1e-3, b_noise=20.0, s_min=100.0, batch_sizes=None, lrs=None, seeds=4,
-          drop_scale=0.1, drop_noise=0.01, steps_noise=0.03, target=1.0, rng=0) -> pd.DataFrame:
+          drop_scale=0.1, drop_noise=0.01, steps_noise=0.03, target=1.0, rng=0, drop_b_noise=None) -> pd.DataFrame:
     rng = np.random.default_rng(rng)
     batch_sizes = np.geomspace(1, 400, 12).round() if batch_sizes is None else np.asarray(batch_sizes, float)
     lrs = np.geomspace(1e-5, 1e-2, 61) if lrs is None else np.asarray(lrs, float)
     rows = []
     for b in batch_sizes:
         eps = float(LAWS[law][1](b, eps_max, b_noise))
+        top = drop_scale if drop_b_noise is None else drop_scale / (1 + drop_b_noise / b)  # Eq 18
         for lr in lrs:
             r = lr / eps
             for seed in range(seeds):
@@ -35,7 +37,7 @@ def table(*, law="adam", eps_max=1e-3, b_noise=20.0, s_min=100.0, batch_sizes=No
                     "batch_unit": "examples", "lr": float(lr), "beta1": 0.9, "beta2": 0.999, "seed": seed, "k": 10,
                     "target_loss": target, "reached": True, "steps_to_target": s, "examples_to_target": s * b,
                     "loss_at_target": target,
-                    "loss_drop_after_k": drop_scale * (2 * r - r * r) + drop_noise * rng.normal(),
+                    "loss_drop_after_k": top * (2 * r - r * r) + drop_noise * rng.normal(),
                 })
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
     frame["loss_after_k"] = frame["loss_at_target"] - frame["loss_drop_after_k"]

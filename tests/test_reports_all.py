@@ -114,7 +114,8 @@ def test_batch_axes_name_their_unit():
     fig = surge_figure(fits, "t", unit="tokens", trend=b_noise_trend(fits))
     labels = [label for ax in fig.axes for label in (ax.get_xlabel(), ax.get_ylabel())
               if label.startswith(("batch size", "B (", "1 / E"))]
-    assert len(labels) == 5 and all("tokens" in label for label in labels)  # summary, 2 heatmaps, 2 S-E panels
+    # summary, 2 heatmaps, 2 S-E panels, 2 Theorem 5 panels
+    assert len(labels) == 7 and all("tokens" in label for label in labels)
     heatmap = next(ax for ax in fig.axes if ax.get_xlabel().startswith("batch size"))
     fig.canvas.draw()
     assert any(t.get_text().endswith("M") for t in heatmap.get_xticklabels())  # 4M, not 4e6 or an offset
