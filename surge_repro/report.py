@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -44,7 +45,7 @@ from surge_repro.fit import CRITERIA, CURVE_LAWS, MIN_SEEDS, NO_OPTIMUM, TargetF
 from surge_repro.identify import CONFIDENCE, FEW_SEEDS, surge_verdict
 from surge_repro.mirror import Mirror
 from surge_repro.plots import fmt_b, surge_figure
-from surge_repro.store import MixedGridsError, load_grid, one_grid, status_counts
+from surge_repro.store import MixedGridsError, load_grid, one_grid, read_table, status_counts
 from surge_repro.theory import LAWS
 
 log = logging.getLogger("surge_repro.report")
@@ -227,11 +228,12 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     if criterion not in CRITERIA:
         raise ValueError(f"report.criterion={criterion!r}: choose one of {', '.join(CRITERIA)}. "
                          f"Fix: report.criterion=drop")
-    table = one_grid(load_grid(store, experiment), list(cfg.report.get("select") or []),
-                     where=f"{store}/{experiment}")
+    source = cfg.report.get("table")  # a committed tidy table stands in for the store (reports/examples)
+    where = source or f"{store}/{experiment}"
+    table = one_grid(read_table(source) if source else load_grid(store, experiment),
+                     list(cfg.report.get("select") or []), where=where)
     if table.empty:
-        print(f"{experiment}: no finished runs in {store}/{experiment}. "
-              f"Run: python run.py -m +experiment={experiment}")
+        print(f"{experiment}: no finished runs in {where}. Run: python run.py -m +experiment={experiment}")
         return None
     unit = "/".join(sorted(table["batch_unit"].dropna().astype(str).unique())) or "examples"
     fits = fit_experiment(table, n_boot=n_boot, criterion=criterion)
@@ -240,7 +242,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     steps_verdicts = [surge_verdict(f, confidence) for f in steps_fits] if steps_fits else None
     trend = b_noise_trend(fits)
     labels, label_notes = _panel_labels(experiment, fits)
-    counts = status_counts(store, experiment)
+    counts = Counter(table.drop_duplicates("signature")["status"]) if source else status_counts(store, experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
     tidy = out_dir / f"{experiment}.csv.gz"  # the rows the fit read: re-fittable without the store
@@ -252,7 +254,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     fig.savefig(png, dpi=110)
     plt.close(fig)
     payload = {
-        "experiment": experiment, "store": str(Path(store).resolve()), "title": title,
+        "experiment": experiment, "store": source or str(Path(store).resolve()), "title": title,
         "command": command, "batch_unit": unit, "notes": label_notes,
         "criterion": criterion, "criterion_means": CRITERIA[criterion], "confidence": confidence,
         "points": dict(counts), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

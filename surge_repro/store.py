@@ -427,6 +427,24 @@ def load_grid(store: str | Path, experiment: str, statuses: tuple[str, ...] = FI
     return frame
 
 
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A tidy table that ``load_grid`` made and a report wrote (``<experiment>.csv.gz``), with ``load_grid``'s
+    dtypes, so that a fit of it gives the numbers the store gave: reports/examples/ rebuilds from what is committed."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read the tidy table {path}: {err}. Fix: give the .csv.gz a report wrote "
+                         f"(report.table=reports/examples/<experiment>.csv.gz)") from err
+    missing = [c for c in COLUMNS if c not in frame]
+    if missing:
+        raise StoreError(f"{path} is not a tidy table of this suite: it lacks {missing[:5]}. Fix: give the .csv.gz "
+                         f"a report wrote, or draw from the store (report.table=null)")
+    frame = frame[COLUMNS]
+    frame[["batch_size", "seed"]] = frame[["batch_size", "seed"]].astype("Int64")
+    frame["reached"] = frame["reached"].astype(bool)
+    return frame
+
+
 class MixedGridsError(ValueError):
     """An experiment's points belong to more than one grid; the message names the keys that differ and the fix."""
 

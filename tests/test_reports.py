@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import synthetic
 from surge_repro.config import compose
 from surge_repro.report import render
+from surge_repro.store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [ROOT / "reports" / "fig2_cnn5_fmnist.py"]  # the other scripts: tests/test_reports_all.py
@@ -37,6 +39,27 @@ def test_render_writes_figure_and_numbers_that_recover_the_truth(tmp_path):
     assert set(fit["law_band"]) == {"adam", "sgd_alpha1", "sgd_alpha0.5"}
     (steps,) = numbers["steps_criterion"]
     assert steps["criterion"] == "steps" and steps["verdict"]["per_batch"]
+
+
+def test_a_committed_tidy_table_rebuilds_the_figure_and_numbers_of_its_store(tmp_path):
+    # reports/examples/ holds the table, not the store: report.table must give the very numbers the store gave
+    frame = synthetic.table(law="adam", b_noise=20.0, seeds=5, rng=3)
+    frame.loc[frame.index[:7], "loss_drop_after_k"] = -np.inf  # diverged inside the window: must survive the CSV
+    synthetic.write_store(tmp_path / "store", "smoke", frame)
+    first = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'a'}",
+                     "report.n_boot=100"])
+    from_store = json.loads(render(first, "test").with_suffix(".json").read_text())
+    table = tmp_path / "a" / "smoke.csv.gz"
+    again = compose(["+experiment=smoke", f"paths.store={tmp_path / 'nowhere'}", f"paths.figures={tmp_path / 'b'}",
+                     "report.n_boot=100", f"report.table={table}"])
+    png = render(again, "test")
+    from_table = json.loads(png.with_suffix(".json").read_text())
+    assert png.stat().st_size > 20_000 and from_table["store"] == str(table)
+    for key in ("targets", "steps_criterion", "b_noise_trend", "points"):
+        assert from_table[key] == from_store[key], key
+    bad = compose(["+experiment=smoke", f"paths.figures={tmp_path / 'c'}", f"report.table={tmp_path / 'none.csv.gz'}"])
+    with pytest.raises(StoreError, match="report.table"):
+        render(bad, "test")
 
 
 def test_the_report_says_which_criterion_it_used(tmp_path):
