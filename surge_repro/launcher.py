@@ -213,7 +213,10 @@ class PackedLauncher(Launcher):
         for group in packed_groups:
             size = math.ceil(len(group) / parts)
             units.extend(group[k:k + size] for k in range(0, len(group), size))
-        units.sort(key=len, reverse=True)  # packs first: the longest units start first
+        # packs first (the longest units start first), then single points in the sweep's order: the experiments put
+        # the seed outermost, so a sweep stopped half-way leaves a complete grid with fewer seeds, not some batch
+        # sizes with every seed and others with none
+        units.sort(key=lambda unit: (-len(unit), min(unit)))
         return units, cfgs, final
 
     def returns(self, units: list[list[int]], outcomes: list[list], final: dict[int, str],

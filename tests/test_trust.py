@@ -169,6 +169,17 @@ def test_a_relaunch_keeps_a_checkpointed_pack_in_one_unit(make_cfg, preempt_at, 
     assert sorted(i for u in units for i in u) == list(range(6))
 
 
+def test_points_run_one_by_one_start_in_the_sweeps_order_seed_outermost(make_cfg, monkeypatch):
+    from surge_repro.launcher import PackedLauncher
+
+    jobs = [[f"seed={s}", f"batch={b}"] for s in (0, 1, 2) for b in (4, 8)]  # as the experiments sweep: seed first
+    cfgs = {tuple(j): make_cfg(*j) for j in jobs}
+    launcher = PackedLauncher(n_jobs=2, pack="never")
+    monkeypatch.setattr(launcher, "_group_configs", lambda group, js, first: [cfgs[tuple(js[i])] for i in group])
+    units, _, _ = launcher.plan(jobs, 0, workers=2)
+    assert units == [[0], [1], [2], [3], [4], [5]]  # grouped by batch size, seed 2 of B = 4 would come before B = 8
+
+
 # ---------------------------------------------------------------------------------- failures that look like success
 @pytest.mark.parametrize("launcher", ["launcher=packed", "launcher=local"])
 def test_a_sweep_with_failed_points_exits_non_zero_and_names_them_all(tmp_path, launcher):
