@@ -28,8 +28,9 @@ The paper gives no estimator of "the training loss" (only that targets hold to +
   Below B = min_gap the probes near a target stay min_gap examples apart: a probe of 512 examples costs about nine
   steps at B = 1, where a step's fall (0.001 nats) is far below its noise (SD 0.01-0.07), so probing every step
   would triple a small batch's cost to place S more exactly than the noise lets it mean anything. Where noise made
-  the target look near, a straight line through ``2 reach`` close probes says so, and probes go sparse again, at
-  most K steps apart until the crossing.
+  the target look near, a straight line through ``2 reach`` close probes says so, and probes go sparse again, judged
+  by that line's rate (a pair of noisy probes a few steps apart would call the target near again at once). Within
+  ``16 reach`` steps of a target probes stay at most K steps apart, so that the probe before S is within K steps.
 - That last step's fall is itself larger for fast LRs and large batches (0.1-0.3 nats in one step at B = 64-256
   early in training), so S alone cannot start every window at the same level. ``loss_drop_at_target`` does: with
   the probe before S at step P (P = S - 1 once the schedule closes in; any P >= S - K works), it also probes P + K
@@ -142,7 +143,7 @@ class TargetTracker:
         self._gap = self._min_gap
         self._next_probe = self._min_gap
         self._close: list = []  # (step, probe loss) since close probing began; empty while probes are sparse
-        self._near = False  # close probing began and stopped: probes stay K steps apart or less
+        self._fitted = False  # close probing just stopped: the next distance is judged at the rate they fitted
         self._rate = 0.0  # the latest positive rate of descent per step between two scheduled probes
         self._previous_ends: dict[float, int] = {}  # target -> the step P + K still to be probed
         self._probed, self._probed_loss = 0, self.initial_loss  # the latest probe of any kind (a window's end too)
@@ -196,7 +197,7 @@ class TargetTracker:
             for target, rec in self.records.items():
                 if not rec.reached and value <= target:
                     events.append(self._cross(step, value, target))
-                    self._close, self._near = [], False
+                    self._close = []
             self._probed, self._probed_loss = step, value
             if value < self._best[0] * (1 - 1e-3):
                 self._best = (value, step * self.batch_size)
@@ -231,37 +232,44 @@ class TargetTracker:
         """Pick the next probe: sparse while the next target is far, every ``probe_min_gap`` examples (at least every
         step) once it is ``probe_reach`` steps away at the latest rate of descent (the module's docstring says why)."""
         last_step, last_value = self._last
-        measured = (last_value - value) / (step - last_step)
-        # a fall that speeds up (the end of a plateau) is assumed to speed up as much again before the next probe;
-        # a rise is noise and says nothing of the trend: the latest fall stands
-        rate = measured * max(1.0, measured / self._rate) if self._rate > 0 else measured
-        rate = rate if measured > 0 else self._rate
         self._last = (step, value)
-        if measured > 0 and not self._close:
-            self._rate = measured
         pending = [t for t, r in self.records.items() if not r.reached]  # pending[0]: the highest not reached
-        steps_to = (value - pending[0]) / rate if pending and rate > 0 else math.inf
         if self._close:
             self._close.append((step, value))
-            if len(self._close) > 2 * self.probe_reach and self._far(pending[0]):
-                # noise made the target look near: sparse again, at the fitted rate, but no more than K steps
-                # apart until it is crossed, so the probe before S is at most K steps before it (loss_drop_at_target)
-                steps_to, self._close, self._near = self._far(pending[0]), [], True
-        elif steps_to <= self.probe_reach:
-            self._close = [(step, value)]  # until the target is crossed: one noisy probe must not send the next far
-        if self._close:
-            self._gap = self._min_gap
+            far = self._far(pending[0]) if len(self._close) > 2 * self.probe_reach else 0.0
+            if not far:
+                self._gap, self._next_probe = self._min_gap, step + self._min_gap
+                return
+            # noise made the target look near: a line through the close probes says how far it is; sparse again,
+            # and the next probe judges the distance by that line's rate, not by one noisy pair of probes
+            self._close, self._fitted = [], True
+            steps_to = far
         else:
-            # doubling, capped by the run so far (a fall after a plateau) and by half the predicted steps to go
-            # (loss curves flatten, so a straight line through the last two probes predicts too few steps)
-            gap = min(self._max_gap, 2 * self._gap, max(self._min_gap, step // 8))
-            if steps_to < math.inf:
-                gap = min(gap, int(0.5 * steps_to))
-            if self._near or steps_to <= 16 * self.probe_reach:
-                # near a target, noise can dip below it early: probes no more than K steps apart make sure that
-                # the probe before S is at most K steps before it, as loss_drop_at_target needs
-                gap = min(gap, self.k)
-            self._gap = max(self._min_gap, gap)
+            measured = (last_value - value) / (step - last_step)
+            if self._fitted:  # the first pair after close probes: the fitted rate stands
+                rate, self._fitted = self._rate, False
+            else:
+                # a fall that speeds up (the end of a plateau) is assumed to speed up as much again before the next
+                # probe; a rise is noise and says nothing of the trend: the latest fall stands
+                rate = measured * max(1.0, measured / self._rate) if self._rate > 0 else measured
+                rate = rate if measured > 0 else self._rate
+                if measured > 0:
+                    self._rate = measured
+            steps_to = (value - pending[0]) / rate if pending and rate > 0 else math.inf
+            if steps_to <= self.probe_reach:
+                self._close = [(step, value)]  # until it is crossed: one noisy probe must not send the next far
+                self._gap, self._next_probe = self._min_gap, step + self._min_gap
+                return
+        # doubling, capped by the run so far (a fall after a plateau) and by half the predicted steps to go (loss
+        # curves flatten, so a straight line through the last two probes predicts too few steps)
+        gap = min(self._max_gap, 2 * self._gap, max(self._min_gap, step // 8))
+        if steps_to < math.inf:
+            gap = min(gap, int(0.5 * steps_to))
+        if steps_to <= 16 * self.probe_reach:
+            # near a target, noise can dip below it early: probes no more than K steps apart make sure that the
+            # probe before S is at most K steps before it, as loss_drop_at_target needs
+            gap = min(gap, self.k)
+        self._gap = max(self._min_gap, gap)
         self._next_probe = step + self._gap
 
     def _at_target(self, rec: TargetRecord, after_k: float) -> float | None:

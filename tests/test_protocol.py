@@ -95,6 +95,17 @@ def test_on_a_noisy_curve_every_window_still_starts_at_the_target():
     assert len(probed) < 0.2 * t.records[1.0].steps
 
 
+def test_noise_that_makes_a_far_target_look_near_costs_a_few_probes_not_a_dense_approach():
+    # late in training at B = 1 the fall per step is far below the noise: a pair of probes a few steps apart often
+    # calls the next target near; the close probes must find it is not and go sparse again for good
+    rng = random.Random(0)
+    probe = [0.55 + 1.75 / (1 + s / 300) ** 0.7 + 0.02 * rng.gauss(0, 1) for s in range(1, 12000)]
+    t = TargetTracker(targets=[1.5, 1.2, 1.0, 0.8, 0.6], k=10, batch_size=1, initial_loss=2.3, probe_every=2048,
+                      probe_min_gap=8, max_steps=11900)
+    _, probed = drive(t, probe)
+    assert t.records[0.8].reached and len(probed) < 0.1 * t.records[0.8].steps  # 222 probes for 4187 steps
+
+
 def test_a_target_the_initial_loss_already_meets_is_reached_at_step_zero():
     # the one-step theory's setting: the K steps start from the initial state (the ground-truth workload)
     losses = linear(2.0, 0.01, 400)

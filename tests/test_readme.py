@@ -75,6 +75,13 @@ def test_the_quickstarts_numbers_and_verdicts_are_the_jsons(quickstart):
     assert f"correlation {trend['spearman']:.2f} over {len(trend['targets'])} targets" in text
     for t in numbers["targets"]:
         assert interval(t["b_simple"], t["b_simple_ci"]) in text, t["target"]
+    for t in numbers["targets"]:  # Theorem 5: the B_noise the drops give, or the bound they only set
+        t5 = t["theorem5"]
+        if t5["b_noise_eq18"] is not None:
+            assert f"B_noise of {interval(t5['b_noise_eq18'], t5['b_noise_eq18_ci'])} at {target(t['target'])}" \
+                in text, t["target"]
+        else:
+            assert f"only say B_noise > {g3(t5['b_noise_eq18_ci'][0])}" in text, t["target"]
     done, capped = numbers["points"].get("done", 0), numbers["points"].get("capped", 0)
     assert f"{done + capped} points ({done} done, {capped} capped" in text
 
