@@ -128,3 +128,16 @@ def test_the_window_table_is_the_window_gap_json():
     assert f"{summary['probes_per_run']['after']:.1f} probes per run instead of " \
            f"{summary['probes_per_run']['before']:.1f}" in flat
     assert f"{summary['compute_s']['after']:.0f} s of compute against {summary['compute_s']['before']:.0f} s" in flat
+
+
+def test_the_committed_quickstart_table_rebuilds_the_committed_numbers(tmp_path):
+    # what lands is the figure, its JSON and its tidy table, never the store: the table alone must give the JSON
+    from surge_repro.config import compose
+    from surge_repro.report import render
+
+    cfg = compose(["+experiment=quickstart", f"paths.figures={tmp_path}",
+                   f"report.table={EXAMPLES / 'quickstart.csv.gz'}"])
+    rebuilt = json.loads(render(cfg, "test").with_suffix(".json").read_text())
+    committed = json.loads((EXAMPLES / "quickstart.json").read_text())
+    for key in ("targets", "steps_criterion", "b_noise_trend", "points", "criterion"):
+        assert rebuilt[key] == committed[key], key
