@@ -372,7 +372,7 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
     if legend_ax is None:
         ax.legend(fontsize=8, loc="best")
     else:
-        legend_ax.legend(*ax.get_legend_handles_labels(), fontsize=8.5, loc="lower left", frameon=False)
+        legend_ax.legend(*ax.get_legend_handles_labels(), fontsize=8.5, loc="upper right", frameon=False)
     ax.set_title(f"B_noise against the target loss: {trend['verdict']}", fontsize=10)
 
 
