@@ -117,7 +117,7 @@ class TargetTracker:
     initial_loss: float  # probe loss before the first step
     windows: int = 1  # consecutive K-step windows measured after each target (the paper: 1)
     probe_every: int = 2048  # examples between routine probes
-    probe_min_gap: int = 8  # examples: the closest probes while the next target is farther than ``probe_reach``
+    probe_min_gap: int = 8  # examples: the closest spacing of probes, kept near a target (every step from B = 8 up)
     probe_reach: int = 8  # steps: once the next target is predicted this close, probes come every min_gap until then
     ema_examples: float = 512
     diverge_factor: float = 3.0
