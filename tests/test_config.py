@@ -51,8 +51,8 @@ def test_table1_cnn_grids_are_kept_and_extended_upward():
     assert sweep_values(b, "batch") == list(range(1, 13))
     assert sweep_values(c, "batch") == list(range(64, 1165, 100))
     assert b.optimizer.betas == [0.9, 0.999] and b.protocol.k == 10 and b.model.name == "cnn5"
-    assert sweep_size(b) == 12 * 16 * 100 and sweep_size(c) == 12 * 15 * 100  # the paper's 100 rounds are seeds
-    assert sweep_size(few) == 12 * 16 * 3
+    assert sweep_size(b) == 12 * 18 * 100 and sweep_size(c) == 12 * 15 * 100  # the paper's 100 rounds are seeds
+    assert sweep_size(few) == 12 * 18 * 3
 
 
 def test_cnn5_is_the_documented_size(make_cfg):
