@@ -5,7 +5,10 @@
     python run.py -m +experiment=fig2b_cnn5_fmnist_small_bs rounds=4
     python run.py --cfg job batch=8 optimizer.lr=3e-4
 
-The loop is surge_repro.train.run; conf/ holds every choice.
+A single run calls ``surge_repro.run.train.run`` here. A multirun's launcher (``surge_repro.launch``) hands units of
+points (a pack, or one point) to ``surge_repro.run.train.run_points``, of which ``run`` is the one-point case: Hydra's
+task function takes one config, and a pack is many. Either way every point trains in the same loop
+(``surge_repro.run.train.train``); conf/ holds every choice.
 """
 
 import hydra
@@ -13,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from surge_repro import train
+from surge_repro.run import train
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

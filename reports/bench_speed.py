@@ -6,8 +6,8 @@
 
 Prints (and writes to reports/figures/bench_<device>.json):
 1. For the paper's CNN (Fashion-MNIST shapes; the data are random, speed does not depend on them), per batch size:
-   one point's step time run alone (``train.train_step``, the loop every sequential point runs), a pack of P points'
-   step time (``packed.Pack.train_step``, the loop every packed point runs), points x steps per second of each,
+   one point's step time run alone (``engines.train_step``, the loop every sequential point runs), a pack of P points'
+   step time (``engines.Pack.train_step``, the loop every packed point runs), points x steps per second of each,
    their ratio, and the pack's peak memory (measured on a GPU; the launcher's estimate on a CPU).
 2. A DistilGPT2-shaped LM (transformers' GPT-2 classes, 6 layers, d = 768; bf16 autocast and SDPA attention on a
    GPU): tokens per second and model FLOP utilisation, 6 N D against the device's dense bf16 peak where known.
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from surge_repro.config import build, compose  # noqa: E402
-from surge_repro.packed import Pack, pack_bytes  # noqa: E402
+from surge_repro.run.engines import Pack, train_step  # noqa: E402
+from surge_repro.run.packing import pack_bytes  # noqa: E402
 from surge_repro.tasks import TensorTask  # noqa: E402
-from surge_repro.train import train_step  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM datasheets
 
@@ -216,8 +216,7 @@ def project_fig2(rows: list[dict], store: Path, seeds: int = 100) -> dict:
 
 def bench_protocol(points_per_b: int = 2) -> dict:
     """A slice of the quickstart's grid through the real loop, store and probes: one by one, then packed."""
-    from surge_repro.packed import run_pack
-    from surge_repro.train import run
+    from surge_repro.run.train import run, run_points
 
     out = {}
     for b in (1, 4, 16):
@@ -229,7 +228,7 @@ def bench_protocol(points_per_b: int = 2) -> dict:
                                  f"seed={s}", f"paths.store={store}"]) for lr, s in grid]
                 start = time.perf_counter()
                 if mode == "packed":
-                    run_pack(cfgs)
+                    run_points(cfgs)
                 else:
                     for cfg in cfgs:
                         run(cfg)

@@ -7,7 +7,7 @@ Two panels:
 - (b) the exact Eq 9 (E[sign] by erf, Eq 10) for one set of per-coordinate (mu_i, sigma_i) and a Hessian H, with
   its small-batch form Eq 2 (B_noise of Eq 14, eps_max of Eq 16), Theorem 3's regime bound min_i pi sigma_i^2 /
   (2 mu_i^2), and Theorem 4's large-batch limit (Eq 17): the whole rise, fall and rise again that the paper's Fig. 1
-  sketches (its asymptotic tail omitted). ``--su`` adds Su's mean-field variant (``../shared/paper.md`` 1.10).
+  sketches (its asymptotic tail omitted). ``--su`` adds Su's mean-field variant (``theory.su_lr``; J. Su, https://spaces.ac.cn/archives/10542).
 
 The default problem (``default_problem``) has 90 coordinates in two groups: 30 coupled, fairly clean coordinates
 (mu = 1, sigma = 10, H_ii = 1, H_ij = 0.5 inside the group) that make the surge, and 60 uncoupled, very noisy,
@@ -38,8 +38,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from surge_repro import theory  # noqa: E402
-from surge_repro.plots import fmt_b  # noqa: E402
+from surge_repro.analysis import theory  # noqa: E402
+from surge_repro.report.plots import fmt_b  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "reports" / "figures"

@@ -3,7 +3,7 @@
 Per experiment and target: the loss-drop heatmap over (B, LR) with the optimal LR of each B, the fitted B_noise and
 the three laws (Adam surge Eq 2; SGD alpha = 1 and 0.5, Eq 24); and 1/S against 1/E with the Eq 22 line; the five
 targets open with B_noise against the target loss. Writes reports/figures/<experiment>.png and .json (the fitted
-numbers, with bootstrap intervals and n). Experiments and title: surge_repro/figures.py.
+numbers, with bootstrap intervals and n). Experiments and title: surge_repro/report/figures.py.
 
     python reports/fig2_cnn5_fmnist.py                         # both paper grids
     python reports/fig2_cnn5_fmnist.py +experiment=quickstart  # any experiment of the same kind
@@ -11,7 +11,7 @@ numbers, with bootstrap intervals and n). Experiments and title: surge_repro/fig
 
 import sys
 
-from surge_repro import report
+from surge_repro.report import render
 
 if __name__ == "__main__":
-    sys.exit(report.main(__file__))
+    sys.exit(render.main(__file__))

@@ -2,7 +2,7 @@
 
 Trains one point (any composed config: task, model, optimizer, batch, lr; defaults: the paper's CNN on
 Fashion-MNIST with Adam, B = 8, LR 1e-3) to each checkpoint step and there takes the gradient of each of N training
-examples (``surge_repro.diagnostics``). Draws:
+examples (``surge_repro.run.diagnostics``). Draws:
 
 - top row, Fig. 2(a): per checkpoint, the histogram over parameters of log10(pi sigma_i^2 / (2 mu_i^2)), Theorem 3's
   per-coordinate bound (it needs B << it for every i), with its minimum, 1%, 5% and median marked, the trained batch
@@ -13,13 +13,13 @@ examples (``surge_repro.diagnostics``). Draws:
   Theorem 2 models as Gaussian;
 - in each top panel's title, Eq 14's B_noise (also drawn as a line: Theorem 3's peak, B_peak = B_noise, Eq 15) with
   its about-95% interval and the HVPs it took, beside B_simple; Eq 16's eps_max and McCandlish's Eq 1 eps_max and
-  B_noise below it (``surge_repro.diagnostics``: Hessian-vector products, Hutchinson's diagonal; ``--hessian-probes
+  B_noise below it (``surge_repro.run.diagnostics``: Hessian-vector products, Hutchinson's diagonal; ``--hessian-probes
   0`` skips them).
 
 Config overrides are Hydra's ``key=value`` (passed to ``surge_repro.config.compose``); options are argparse's::
 
     python reports/fig2a_fig8_gradients.py task=fashion_mnist model=cnn5 batch=8 optimizer.lr=1e-3 --steps 0,300
-    python reports/fig2a_fig8_gradients.py paths.data=/work/main/data --steps 0,200,1000 --examples 2048
+    python reports/fig2a_fig8_gradients.py paths.data=data --steps 0,200,1000 --examples 2048
 
 Writes reports/figures/fig2a_fig8_gradients.png and .json (quantiles, B_simple, normality and the Eq 14 / 16 / 1
 values with their intervals per checkpoint).
@@ -40,8 +40,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from surge_repro import diagnostics  # noqa: E402
+from surge_repro.analysis import gradient_stats  # noqa: E402
 from surge_repro.config import compose  # noqa: E402
+from surge_repro.run import diagnostics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "reports" / "figures"
@@ -86,7 +87,7 @@ def hessian_lines(s: dict) -> str:
     h = s.get("hessian")
     if not h:
         return f"B_simple = {_fmt(s['b_simple'])}"
-    text = diagnostics.interval_text
+    text = gradient_stats.interval_text
     return (f"Eq 14 B_noise = {text(h['b_noise'])} ({h['n_hvp']} HVPs), B_simple = {_fmt(s['b_simple'])}\n"
             f"Eq 16 eps_max = {text(h['eps_max'])}; Eq 1 (SGD): B_noise = {text(h['b_noise_sgd'])}, "
             f"eps_max = {text(h['eps_max_sgd'])}")
@@ -163,7 +164,7 @@ def payload(points: list, cfg, command: str, seconds: float, hessian_probes: int
                    "eps_max_sgd, b_noise_sgd = Eq 1 (full Sigma), b_noise_sgd_diag = Eq 1 with diagonal Sigma"),
                   ("each {value, lo, hi}: Fieller ~95% interval over Hutchinson probes and example groups, null "
                    "ends unbounded; rse_probes, rse_data: relative standard errors from each; "
-                   "terms: the sums they are built from (surge_repro/diagnostics.py docstring)")],
+                   "terms: the sums they are built from (surge_repro/run/diagnostics.py docstring)")],
         "checkpoints": [{"step": p.step, "train_loss": p.train_loss, "sample_loss": p.sample_loss,
                          **clean({**p.stats, "coordinates": [clean(c) for c in p.stats["coordinates"]]})}
                         for p in points],

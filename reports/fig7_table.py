@@ -4,17 +4,16 @@ hyperparameter heatmaps (its Fig. 2, which the paper's Fig. 7 reuses), and the E
 The table is a CSV with the columns ``batch_size``, ``lr`` and ``loss`` (other columns are ignored; repeated (B, LR)
 rows are averaged). ``loss`` is a final or generalisation loss, **lower is better**, as in DeepSeek's heatmaps; it is
 not the loss *drop* that the store's grids rank (higher is better there). No such data ships with this suite: the
-paper does not say how its authors read DeepSeek's figures (``../shared/paper.md`` 2.3, W5).
+paper does not say how its authors read DeepSeek's figures.
 
-The pipeline is the store grids' (``surge_repro.fit``): the optimal LR of each B is the argmin of the loss over the
-LRs (``fit.optimal_lr`` on minus the loss), flagged "on the edge" when it sits on the first or last LR measured at
-that B (the optimum may lie beyond; an LR the table has only at other batch sizes does not make an edge). Where two
-or more LRs share the lowest mean loss (within a relative ``fit.TIE_RTOL``: float noise from averaging) that B has
-no optimum: it is flagged "tie" with its tied LRs and enters no fit. A table has no steps-to-target, so B_noise
-cannot come from Eq 22 as in the store's grids: each law is fitted to the optima with B_noise free
-(``fit.fit_curve``, as every report also does: least squares in log LR); each law gets its own B_noise and eps_max.
-The fit uses the optima that are not on the edge when at least 3 are, else all of them; with fewer than 3 optima
-nothing is fitted, and a note says so.
+The pipeline is the store grids' (``surge_repro.analysis.fit``): the optimal LR of each B is the argmin of the loss over
+the LRs (``fit.optimal_lr`` on minus the loss), flagged "on the edge" when it sits on the first or last LR measured at
+that B (the optimum may lie beyond; an LR the table has only at other batch sizes does not make an edge). Where two or
+more LRs share the lowest mean loss (within a relative ``fit.TIE_RTOL``: float noise from averaging) that B has no
+optimum: it is flagged "tie" with its tied LRs and enters no fit. A table has no steps-to-target, so B_noise cannot come
+from Eq 22 as in the store's grids: each law is fitted to the optima with B_noise free (``fit.fit_curve``, as every
+report also does: least squares in log LR); each law gets its own B_noise and eps_max. The fit uses the optima that are
+not on the edge when at least 3 are, else all of them; with fewer than 3 optima nothing is fitted, and a note says so.
 
 Panels: (left) the loss over (B, LR) as a heatmap (lower is better) with the optimal LR per B, the three fitted laws
 and B_noise; (right) the optimal LR against B with the same fits, and their residuals.
@@ -38,10 +37,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from surge_repro.fit import TIE_RTOL, fit_curve, lr_list, optimal_lr, tied_best  # noqa: E402
-from surge_repro.plots import LAW_STYLE, _edges, _is_geometric, fmt_b  # noqa: E402
-from surge_repro.report import plain  # noqa: E402
-from surge_repro.theory import LAWS  # noqa: E402
+from surge_repro.analysis.fit import TIE_RTOL, fit_curve, lr_list, optimal_lr, tied_best  # noqa: E402
+from surge_repro.analysis.theory import LAWS  # noqa: E402
+from surge_repro.report.plots import LAW_STYLE, cell_edges, fmt_b, is_geometric  # noqa: E402
+from surge_repro.report.render import plain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("batch_size", "lr", "loss")
@@ -146,16 +145,17 @@ def analyse(table: pd.DataFrame) -> dict:
 
 def figure(a: dict, title: str, unit: str) -> plt.Figure:
     b, lrs = a["batch_sizes"], a["lrs"]
-    log_b, log_lr = _is_geometric(b), _is_geometric(lrs)
+    log_b, log_lr = is_geometric(b), is_geometric(lrs)
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6.4), layout="constrained",
                                       gridspec_kw={"width_ratios": [1.3, 1]})
     cmap = plt.get_cmap("viridis_r").with_extremes(bad="0.85")  # reversed: bright = low loss = good
     finite = a["loss"][np.isfinite(a["loss"])]
     vmin, vmax = np.percentile(finite, [2, 98])
-    mesh = left.pcolormesh(_edges(b, log_b), _edges(lrs, log_lr), np.ma.masked_invalid(a["loss"].T), cmap=cmap,
+    mesh = left.pcolormesh(cell_edges(b, log_b), cell_edges(lrs, log_lr), np.ma.masked_invalid(a["loss"].T), cmap=cmap,
                            vmin=vmin, vmax=vmax, shading="flat")
     fig.colorbar(mesh, ax=left, label="loss (lower is better; grey: not in the table)")
-    xs = np.geomspace(_edges(b, log_b)[0] if log_b else max(_edges(b, log_b)[0], b.min() / 2), _edges(b, log_b)[-1],
+    b_edges = cell_edges(b, log_b)
+    xs = np.geomspace(b_edges[0] if log_b else max(b_edges[0], b.min() / 2), b_edges[-1],
                       300)
     for ax in (left, right):
         for law, f in a["fits"].items():
@@ -185,8 +185,8 @@ def figure(a: dict, title: str, unit: str) -> plt.Figure:
         ax.set_yscale("log" if log_lr or ax is right else "linear")
         ax.set_xlabel(f"batch size B ({unit})")
         ax.set_ylabel("learning rate")
-    left.set_xlim(_edges(b, log_b)[[0, -1]])
-    left.set_ylim(_edges(lrs, log_lr)[[0, -1]])
+    left.set_xlim(cell_edges(b, log_b)[[0, -1]])
+    left.set_ylim(cell_edges(lrs, log_lr)[[0, -1]])
     unfit = "" if a["fits"] else "\nno law fitted: fewer than 3 batch sizes have an optimum"
     left.set_title("loss over (B, LR), argmin per B, fitted laws" + unfit, fontsize=10,
                    color="tab:red" if unfit else "black")

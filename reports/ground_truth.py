@@ -1,12 +1,12 @@
 """The ground truth: what the pipeline recovers on the noisy quadratic against what the theory says it must.
 
-Reads ``store/ground_truth_sign`` (Adam (0, 0) = sign descent) and ``store/ground_truth_sgd`` (SGD), fits them as
-every report does (``surge_repro.fit``), and draws one panel per experiment: the optimal LR per batch size with its
-95% bootstrap interval, the exact truth (Eq 9 for sign descent, Eq 1 for SGD, ``surge_repro.tasks.quadratic``), the
-paper's law at the true parameters (Eq 2 with Eq 14's B_noise and Eq 16's eps_max) and the law fitted to the optima.
+Reads ``store/ground_truth_sign`` (Adam (0, 0) = sign descent) and ``store/ground_truth_sgd`` (SGD), fits them as every
+report does (``surge_repro.analysis.fit``), and draws one panel per experiment: the optimal LR per batch size with its
+95% bootstrap interval, the exact truth (Eq 9 for sign descent, Eq 1 for SGD, ``surge_repro.analysis.ground_truth``),
+the paper's law at the true parameters (Eq 2 with Eq 14's B_noise and Eq 16's eps_max) and the law fitted to the optima.
 It also draws each experiment's standard figure (heatmap, fitted numbers) as ``reports/<script>.py`` do. With fewer
-seeds than an interval needs (``fit.MIN_SEEDS``) the intervals are left out and the panel and the JSON say so; a
-fitted number on or outside its own interval is starred (*) and its note is in the JSON.
+seeds than an interval needs (``fit.MIN_SEEDS``) the intervals are left out and the panel and the JSON say so; a fitted
+number on or outside its own interval is starred (*) and its note is in the JSON.
 
     python run.py -m +experiment=ground_truth_sign
     python run.py -m +experiment=ground_truth_sgd
@@ -25,13 +25,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from surge_repro import figures, report  # noqa: E402
-from surge_repro.fit import fit_experiment  # noqa: E402
-from surge_repro.plots import _fmt_ci  # noqa: E402
-from surge_repro.identify import surge_verdict  # noqa: E402
+from surge_repro.analysis import ground_truth as closed_forms  # noqa: E402
+from surge_repro.analysis.fit import fit_experiment  # noqa: E402
+from surge_repro.analysis.identify import surge_verdict  # noqa: E402
+from surge_repro.analysis.theory import adam_lr, sgd_lr  # noqa: E402
+from surge_repro.report import (
+    figures,  # noqa: E402
+    render,
+)
+from surge_repro.report.plots import fmt_ci  # noqa: E402
 from surge_repro.store import load_grid, one_grid  # noqa: E402
-from surge_repro.tasks import quadratic  # noqa: E402
-from surge_repro.theory import adam_lr, sgd_lr  # noqa: E402
 
 EXPERIMENTS = {"ground_truth_sign": "adam", "ground_truth_sgd": "sgd_alpha1"}  # experiment -> the law it must obey
 
@@ -44,12 +47,12 @@ def compare(cfg, law: str, n_boot: int) -> dict | None:
         return None
     fit = fit_experiment(table, n_boot=n_boot)[0]
     t = cfg.task
-    truth = quadratic.ray_truth(int(t.dim), float(t.rho), float(t.noise))
+    truth = closed_forms.ray_truth(int(t.dim), float(t.rho), float(t.noise))
     scale = float(cfg.model.init)  # on the ray at theta = init 1, every LR scales with init
     sign = law == "adam"
     true_b, true_eps = ((truth["b_noise"], truth["eps_max"] * scale) if sign
                         else (truth["sgd_b_noise"], truth["sgd_eps_max"] * scale))
-    exact = quadratic.sign_lr if sign else quadratic.sgd_lr
+    exact = closed_forms.sign_lr if sign else closed_forms.sgd_lr
     b = np.array(fit.batch_sizes)
     return {"experiment": cfg.experiment_name, "law": law, "fit": fit, "n_runs": fit.n_runs, "n_seeds": fit.n_seeds,
             "batch_sizes": b, "lr_opt": np.array(fit.lr_opt), "lr_opt_ci": np.array(fit.lr_opt_ci),
@@ -70,8 +73,8 @@ def panel(ax, c: dict) -> None:
         ax.plot(xs, law(xs, c["true_eps_max"], c["true_b_noise"]), color="0.5", ls="--", lw=1.4,
                 label=f"Eq 2 at Eq 14's B_noise = {c['true_b_noise']:.3g}, Eq 16's eps_max = {c['true_eps_max']:.4g}")
     off, key = c["fit"].off_interval, f"curve/{c['law']}"
-    b_noise = _fmt_ci(fitted["b_noise"], fitted["b_noise_ci"], star=f"{key}/b_noise" in off)
-    eps_max = _fmt_ci(fitted["eps_max"], fitted["eps_max_ci"], ".4g", f"{key}/eps_max" in off)
+    b_noise = fmt_ci(fitted["b_noise"], fitted["b_noise_ci"], star=f"{key}/b_noise" in off)
+    eps_max = fmt_ci(fitted["eps_max"], fitted["eps_max_ci"], ".4g", f"{key}/eps_max" in off)
     ax.plot(xs, law(xs, fitted["eps_max"], fitted["b_noise"]), color="tab:orange", ls=":", lw=2.2,
             label=f"{name} fitted to the optima: B_noise = {b_noise}, eps_max = {eps_max}")
     lo, hi = c["lr_opt_ci"].T
@@ -111,21 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python reports/ground_truth.py", *argv])
     found = []
     for experiment, law in EXPERIMENTS.items():
-        cfg = report.compose_for(experiment, argv)
+        cfg = render.compose_for(experiment, argv)
         c = compare(cfg, law, int(cfg.report.n_boot))
         if c is None:
             print(f"{experiment}: no finished runs in {cfg.paths.store}. "
                   f"Run: python run.py -m +experiment={experiment}")
             continue
-        report.render(cfg, figures.TITLES["ground_truth.py"], command)
+        render.render(cfg, figures.TITLES["ground_truth.py"], command)
         found.append(c)
         fitted = c["fitted"]
-        print(f"{experiment}: B_noise {_fmt_ci(fitted['b_noise'], fitted['b_noise_ci'], '.4g')} against the true "
-              f"{c['true_b_noise']:.4g}; eps_max {_fmt_ci(fitted['eps_max'], fitted['eps_max_ci'], '.4g')} against "
+        print(f"{experiment}: B_noise {fmt_ci(fitted['b_noise'], fitted['b_noise_ci'], '.4g')} against the true "
+              f"{c['true_b_noise']:.4g}; eps_max {fmt_ci(fitted['eps_max'], fitted['eps_max_ci'], '.4g')} against "
               f"{c['true_eps_max']:.4g} ({c['fit'].interval['note']})")
     if not found:
         return 1
-    out = Path(report.compose_for(next(iter(EXPERIMENTS)), argv).paths.figures)
+    out = Path(render.compose_for(next(iter(EXPERIMENTS)), argv).paths.figures)
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(found), figsize=(7.5 * len(found), 6), layout="constrained", squeeze=False)
     for ax, c in zip(axes[0], found):
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     payload = {"figure": png.name, "command": command, "experiments": [summary(c) for c in found]}
-    png.with_suffix(".json").write_text(json.dumps(report.plain(payload), indent=1))
+    png.with_suffix(".json").write_text(json.dumps(render.plain(payload), indent=1))
     print(f"wrote {png} and {png.with_suffix('.json').name}")
     return 0
 

@@ -5,7 +5,7 @@
     python reports/index.py rounds=4                           # N: the sweeps at 4 rounds, not their configured ones
 
 Arguments are Hydra overrides, as for every report script. The items (paper figure -> experiment -> report script)
-are ``surge_repro.figures.ITEMS``. The page holds a table (item, experiment, run command, report command, status:
+are ``surge_repro.report.figures.ITEMS``. The page holds a table (item, experiment, run command, report command, status:
 done / partial k of N / not run, or a missing config), then per drawn figure its PNG, its fitted numbers and n (from
 the JSON beside it) and the command that made it. Items with ``store=False`` (Fig. 1, analytic) are drawn every
 time by their script's ``render(out_dir, command=...)``, with the "summary" lines of their JSON. Plain HTML; the PNGs
@@ -20,10 +20,11 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from surge_repro import figures, provenance, report
+from surge_repro import provenance
+from surge_repro.analysis.theory import LAWS
 from surge_repro.config import compose
-from surge_repro.plots import fmt_b
-from surge_repro.theory import LAWS
+from surge_repro.report import figures, render
+from surge_repro.report.plots import fmt_b
 
 STYLE = """body { font-family: sans-serif; max-width: 1500px; margin: 1em auto; padding: 0 1em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
@@ -107,7 +108,8 @@ def status_table(rows: list[tuple[figures.Item, dict, Path | None, str | None]],
 
 def main(argv: list[str]) -> int:
     if any(a.startswith("+experiment=") for a in argv):
-        print("reports/index.py draws every experiment of surge_repro.figures.ITEMS; for one, run its report script")
+        print("reports/index.py draws every experiment of surge_repro.report.figures.ITEMS; for one, run its report "
+              "script")
         return 2
     root = compose(argv)
     out_dir = Path(root.paths.figures)
@@ -135,8 +137,8 @@ def main(argv: list[str]) -> int:
             error = str(err).splitlines()[0]
         if status["in_store"]:  # the figure draws whatever is final in store/<experiment>, a partial grid too
             try:
-                cfg = report.compose_for(item.experiment, argv)
-                png = report.render(cfg, figures.TITLES[item.script], item.report_command + shown)
+                cfg = render.compose_for(item.experiment, argv)
+                png = render.render(cfg, figures.TITLES[item.script], item.report_command + shown)
             except Exception as err:  # one figure that cannot be drawn must not hide the others
                 traceback.print_exc()
                 error = f"failed to draw: {type(err).__name__}: {err}"

@@ -2,7 +2,7 @@
 
 Before issue 14 the probes that decide a crossing were sparse up to it, so a run's window started below the target
 by however far the loss fell between two probes; fast LRs fell further, and their drops were measured lower on the
-loss curve (``surge_repro/protocol.py`` says how probes now close in). This script reads the tidy tables of two
+loss curve (``surge_repro/run/protocol.py`` says how probes now close in). This script reads the tidy tables of two
 stores of the same experiment and prints, per (target, B, LR): the mean start gap (target - probe loss at S), the
 share of crossings whose step before was probed (S the first step at or below the target), the per-run SD of the
 paper's drop and, where measured, of the drop from the target's level; then the correlation of gap and drop within

@@ -1,9 +1,9 @@
 """Sign descent optimizers that neither torch nor a well-kept package provides: signSGD and signum.
 
-The paper's working model for Adam-style optimizers is sign descent, theta <- theta - lr * sign(G_est) (its Eq 5;
-``/work/shared/paper.md`` section 1.2): Adam with betas (0, 0) reduces to it (Eq 29), and its theory of the surge
-(Theorems 2 and 3) is a theory of this update. These classes give that update directly, so a grid can ask whether the
-surge holds for the model itself and for its momentum variant:
+The paper's working model for Adam-style optimizers is sign descent, theta <- theta - lr * sign(G_est) (its Eq 5): Adam
+with betas (0, 0) reduces to it (Eq 29), and its theory of the surge (Theorems 2 and 3) is a theory of this update.
+These classes give that update directly, so a grid can ask whether the surge holds for the model itself and for its
+momentum variant:
 
 - ``SignSGD``: theta <- theta - lr * sign(g) (Bernstein et al. 2018, "signSGD").
 - ``Signum``: m <- beta * m + (1 - beta) * g, theta <- theta - lr * sign(m), with m starting at 0 (so the first step
@@ -14,9 +14,9 @@ is g / (|g| + eps), which is sign(g) only where |g| >> eps. An element with |g| 
 than lr, and one with |g| << eps by about lr * g / eps; ``SignSGD`` moves every element with a nonzero gradient by
 exactly lr. Both leave an element with g = 0 where it is (torch.sign(0) = 0), the case the paper's Eq 29 leaves out.
 
-Both steps are lr times a function of the gradients and a state that never reads the LR, so points of these
-optimizers train packed (``surge_repro.packed.LR_LINEAR``). Neither has weight decay: the paper puts it out of scope,
-and it would read the parameters, which packing cannot.
+Both steps are lr times a function of the gradients and a state that never reads the LR, so points of these optimizers
+train packed (``surge_repro.run.packing.LR_LINEAR``). Neither has weight decay: the paper puts it out of scope, and it
+would read the parameters, which packing cannot.
 
 Use them from a config (``optimizer=signsgd``, ``optimizer=signsgd_momentum``) or directly::
 

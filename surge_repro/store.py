@@ -9,7 +9,7 @@ Layout, under ``paths.store``::
         summary.json                written once when a run ends, atomically: status, the point, one record per
                                     target, steps, wall time, provenance
         checkpoint.pt               the state of a run in progress (``checkpoint``); gone once summary.json is there
-        checkpoint.json             its step and mode (``surge_repro.status`` reads this, never the checkpoint)
+        checkpoint.json             its step and mode (``surge_repro.launch.status`` reads this, never the checkpoint)
         attempts/<n>/               files of earlier runs of the point that did not finish; kept, never read
         .lock                       flock-ed while a run of the point is in progress
 

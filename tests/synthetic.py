@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from surge_repro.analysis.theory import LAWS
 from surge_repro.store import COLUMNS
-from surge_repro.theory import LAWS
 
 
 def table(*, law="adam", eps_max=1e-3, b_noise=20.0, s_min=100.0, batch_sizes=None, lrs=None, seeds=4,

@@ -1,4 +1,4 @@
-"""Checkpoint and resume (surge_repro/checkpoint.py): a run stopped by SLURM's signal, or killed, resumes from its
+"""Checkpoint and resume (surge_repro/run/checkpoint.py): a run stopped by SLURM's signal, or killed, resumes from its
 checkpoint and ends bit for bit where an uninterrupted run ends, alone or packed; its metrics and events carry no
 duplicate line. (On a real SLURM, through submitit's requeue: tests/test_slurm.py.)"""
 
@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from surge_repro import checkpoint
 from surge_repro.config import build
-from surge_repro.packed import run_pack
 from surge_repro.point import signature
+from surge_repro.run import checkpoint
+from surge_repro.run.train import run, run_points
 from surge_repro.store import PointDir
-from surge_repro.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,12 +102,12 @@ def test_a_pack_stopped_by_the_signal_resumes_as_the_same_pack_bit_for_bit(make_
     def cfgs(store):
         return [make_cfg(*LONG, f"optimizer.lr={lr}", f"paths.store={store}") for lr in lrs]
 
-    want = run_pack(cfgs(tmp_path / "reference"))
+    want = run_points(cfgs(tmp_path / "reference"))
     assert {s["pack"]["points"] for s in want} == {3}
     points = [Path(c.paths.store) / "manual" / signature(c) for c in cfgs(tmp_path / "store")]
     preempt_at(points[0] / "metrics.jsonl", 400)
     with pytest.raises(Preempted):
-        run_pack(cfgs(tmp_path / "store"))
+        run_points(cfgs(tmp_path / "store"))
     assert (points[1] / "summary.json").exists()  # lr 1e-3 finished before the signal: final, no checkpoint
     states = [checkpoint.load(PointDir(p.parent.parent, "manual", p.name)) for p in (points[0], points[2])]
     assert [s["pack"]["row"] for s in states] == [0, 2] and states[0]["step"] == states[1]["step"] >= 400
@@ -117,7 +116,7 @@ def test_a_pack_stopped_by_the_signal_resumes_as_the_same_pack_bit_for_bit(make_
     assert sum(t.untyped_storage().nbytes() for t in states[0]["model"].values()) == 4 * size
     moments = [v for s in states[0]["optimizer"].values() for k, v in s.items() if k != "step"]
     assert sum(v.numel() for v in moments) == 2 * size
-    got = run_pack(cfgs(tmp_path / "store"))
+    got = run_points(cfgs(tmp_path / "store"))
     for g, w in zip(got, want):
         same_run(g, w)
         assert g["pack"] == w["pack"]  # resumed as the pack it was, and says so
@@ -129,12 +128,12 @@ def test_a_point_checkpointed_in_a_pack_resumes_packed_when_relaunched_alone_and
     # a relaunch of this point alone (launcher=local, or another sweep) keeps it packed, in a pack of one: its
     # pack-mates' rows are gone, so the result equals the whole pack's to rounding, and the summary records why
     cfgs = [make_cfg(*LONG, f"optimizer.lr={lr}") for lr in (1e-4, 2e-4)]
-    want = run_pack([make_cfg(*LONG, f"optimizer.lr={lr}", f"paths.store={tmp_path / 'reference'}")
+    want = run_points([make_cfg(*LONG, f"optimizer.lr={lr}", f"paths.store={tmp_path / 'reference'}")
                      for lr in (1e-4, 2e-4)])[0]
     point = Path(cfgs[0].paths.store) / "manual" / signature(cfgs[0])
     preempt_at(point / "metrics.jsonl", 300)
     with pytest.raises(Preempted):
-        run_pack(cfgs)
+        run_points(cfgs)
     info = json.loads((point / "checkpoint.json").read_text())
     assert info["mode"]["packed"] is True and info["pack"]["live"] == 2
     got = run(cfgs[0])

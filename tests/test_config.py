@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from surge_repro.config import CONF_DIR, ConfigError, build, validate
-from surge_repro.hydra_callbacks import sweep_size
+from surge_repro.launch.callbacks import sweep_size
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,8 @@ def test_table1_cnn_grids_are_kept_and_extended_upward():
         few = compose("config", overrides=["+experiment=fig2b_cnn5_fmnist_small_bs", "rounds=3"],
                       return_hydra_config=True)
     table1 = [k * 1e-4 for k in range(1, 11)]  # then upward, where the fewest-steps optima lie (issue 14)
-    assert sweep_values(b, "optimizer.lr") == pytest.approx(table1 + [1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3, 1.2e-2, 1.6e-2])
+    upward = [1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3, 1.2e-2, 1.6e-2]
+    assert sweep_values(b, "optimizer.lr") == pytest.approx(table1 + upward)
     assert sweep_values(c, "optimizer.lr") == pytest.approx(table1 + [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2])
     assert sweep_values(b, "batch") == list(range(1, 13))
     assert sweep_values(c, "batch") == list(range(64, 1165, 100))

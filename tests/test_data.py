@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from surge_repro import train
+from surge_repro.run import train
 from surge_repro.tasks import DataError
 from surge_repro.tasks.vision import FASHION_MNIST_FILES, _fashion_mnist_train, fashion_mnist, prepare_fashion_mnist
 

@@ -1,4 +1,4 @@
-"""Per-example gradient diagnostics (surge_repro/diagnostics.py, reports/fig2a_fig8_gradients.py): vmap against a
+"""Per-example gradient diagnostics (surge_repro/run/diagnostics.py, reports/fig2a_fig8_gradients.py): vmap against a
 loop of backward passes, the moments and B_simple against closed-form gradients of a linear softmax model, the
 normality statistics on known distributions, Eq 14 / 16 / 1 from Hessian-vector products against the dense
 closed-form Hessian, their group estimates against a known population, and the report script's files. CPU, a few
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, hessian
 
-from surge_repro import diagnostics
+from surge_repro.analysis import gradient_stats
 from surge_repro.config import build
+from surge_repro.run import diagnostics
 from surge_repro.tasks import TensorTask
 from tests.conftest import TINY
 
@@ -60,7 +61,7 @@ def test_moments_and_b_simple_match_closed_form_linear_softmax():
     g = torch.cat([(err[:, :, None] * x.double()[:, None, :]).reshape(n, -1), err], dim=1).numpy()
     mu, var = g.mean(0), g.var(0, ddof=1)
     stats = diagnostics.measure(model, task, x, y, chunk=7, n_top=2, n_random=2)  # 7: uneven chunks merge
-    mom = diagnostics.Moments()
+    mom = gradient_stats.Moments()
     for _, chunk in diagnostics.per_example_grads(model, task, x, y, chunk=7):
         mom.add(chunk)
     np.testing.assert_allclose(mom.mean.numpy(), mu, rtol=1e-5, atol=1e-7)
@@ -87,10 +88,10 @@ def test_b_simple_unbiased_on_known_population():
     p, n, s = 50, 4000, 2.0
     big_g = torch.full((p,), 0.5, dtype=torch.float64)
     g = big_g + s * torch.randn(n, p, generator=gen, dtype=torch.float64)
-    mom = diagnostics.Moments()
+    mom = gradient_stats.Moments()
     for i in range(0, n, 333):
         mom.add(g[i:i + 333])
-    stats = diagnostics.gradient_stats(mom.mean, mom.var, mom.n)
+    stats = gradient_stats.gradient_stats(mom.mean, mom.var, mom.n)
     want = p * s ** 2 / float(big_g @ big_g)  # 16
     assert abs(stats["b_simple"] - want) / want < 0.1
     assert stats["b_simple_plugin"] < stats["b_simple"]  # the plug-in |mu_hat|^2 is biased up, B_simple down
@@ -98,12 +99,12 @@ def test_b_simple_unbiased_on_known_population():
 
 def test_normality_statistics():
     rng = np.random.default_rng(0)
-    gauss = diagnostics.normality(rng.normal(1.0, 2.0, 5000))
+    gauss = gradient_stats.normality(rng.normal(1.0, 2.0, 5000))
     assert abs(gauss["skewness"]) < 0.1 and abs(gauss["excess_kurtosis"]) < 0.2
     assert gauss["ks"] < 1.5 * gauss["ks_crit_5pct"]  # 1.5x: no 5% flake
-    expo = diagnostics.normality(rng.exponential(1.0, 5000))  # skewness 2, excess kurtosis 6
+    expo = gradient_stats.normality(rng.exponential(1.0, 5000))  # skewness 2, excess kurtosis 6
     assert abs(expo["skewness"] - 2) < 0.3 and expo["ks"] > 3 * expo["ks_crit_5pct"]
-    flat = diagnostics.normality(np.zeros(10))
+    flat = gradient_stats.normality(np.zeros(10))
     assert flat["ks"] is None
 
 
@@ -291,7 +292,7 @@ def test_group_estimates_unbiased_on_known_population():
     off = h - torch.diag(torch.diag(h))
     truth = {"offdiag": float(r @ off @ r), "g_h_g": float(mu @ h @ mu), "tr_h_sigma": float((h * cov).sum())}
     bias = float((corr * off).sum()) / n
-    runs = [diagnostics.hessian_values(_population_terms(gen, lmat, mu, h, n, groups, 8, seed),
+    runs = [gradient_stats.hessian_values(_population_terms(gen, lmat, mu, h, n, groups, 8, seed),
                                        np.arange(groups), np.arange(8)) for seed in range(reps)]
     mean = {k: np.mean([v[k] for v in runs]) for k in runs[0]}
     se = {k: np.std([v[k] for v in runs]) / math.sqrt(reps) for k in runs[0]}
@@ -310,7 +311,7 @@ def test_intervals_cover_on_known_population():
     gen, lmat, cov, _, mu, h = _population(mean_scale=0.45)
     truth = {"eps_max_sgd": float(mu @ mu) / float(mu @ h @ mu),
              "b_noise_sgd": float((h * cov).sum()) / float(mu @ h @ mu)}
-    runs = [diagnostics.hessian_stats(_population_terms(gen, lmat, mu, h, 64, 8, 4, seed)) for seed in range(200)]
+    runs = [gradient_stats.hessian_stats(_population_terms(gen, lmat, mu, h, 64, 8, 4, seed)) for seed in range(200)]
     for key, want in truth.items():
         values = np.array([s[key]["value"] for s in runs])
         rse = np.median([s[key]["rse_data"] for s in runs])
@@ -322,14 +323,14 @@ def test_intervals_cover_on_known_population():
 
 
 def test_fieller_interval():
-    assert diagnostics.fieller(6.0, 2.0, np.zeros((2, 2))) == (3.0, 3.0)
+    assert gradient_stats.fieller(6.0, 2.0, np.zeros((2, 2))) == (3.0, 3.0)
     # small errors: close to the delta method's 3 +- 1.96 * 3 * sqrt(0.01^2 + 0.01^2)
-    lo, hi = diagnostics.fieller(6.0, 2.0, np.diag([0.06 ** 2, 0.02 ** 2]))
+    lo, hi = gradient_stats.fieller(6.0, 2.0, np.diag([0.06 ** 2, 0.02 ** 2]))
     half = 1.96 * 3 * math.sqrt(2) * 0.01
     assert lo == pytest.approx(3 - half, rel=1e-3) and hi == pytest.approx(3 + half, rel=1e-3)
-    lo, hi = diagnostics.fieller(6.0, 2.0, np.diag([0.01, 4.0]))  # b not resolved from 0: unbounded above
+    lo, hi = gradient_stats.fieller(6.0, 2.0, np.diag([0.01, 4.0]))  # b not resolved from 0: unbounded above
     assert hi is None and 1 < lo < 3
-    assert diagnostics.fieller(0.1, 0.1, np.diag([1.0, 1.0])) == (None, None)
+    assert gradient_stats.fieller(0.1, 0.1, np.diag([1.0, 1.0])) == (None, None)
 
 
 def test_hessian_switch_and_arguments():

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from surge_repro.config import compose
+from surge_repro.run.train import run
 from surge_repro.store import load_grid, status_counts
-from surge_repro.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [(b, lr, seed) for b in (8, 16) for lr in (0.01, 0.02, 0.03, 0.05, 0.1) for seed in range(20)]  # 200
@@ -102,7 +102,8 @@ def test_a_truncated_metrics_file_of_a_killed_run_is_set_aside_and_the_point_rer
 
 
 def test_status_lists_what_a_relaunch_would_run(tmp_path, capsys):
-    from surge_repro.status import grid_points, main as status
+    from surge_repro.launch.status import main as status
+    from surge_repro.sweep import grid_points
 
     store = tmp_path / "store"
     args = ["+experiment=smoke", f"paths.store={store}"]

@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
-
 import synthetic
-from surge_repro.fit import Grid, fit_b_noise, fit_eps_max, fit_experiment, fit_target, optimal_lr
-from surge_repro.theory import adam_lr, alpha_lr, sgd_lr
+
+from surge_repro.analysis.fit import Grid, fit_b_noise, fit_eps_max, fit_experiment, fit_target, optimal_lr
+from surge_repro.analysis.theory import adam_lr, alpha_lr, sgd_lr
 
 
 def test_laws_have_the_papers_shape():
@@ -30,7 +30,7 @@ def test_eq22_recovers_b_noise_and_s_min_exactly_from_the_trade_off_curve():
 
 @pytest.mark.parametrize("law", ["adam", "sgd_alpha1", "sgd_alpha0.5"])
 def test_eps_max_by_eq23_24_is_exact_on_noiseless_optima(law):
-    from surge_repro.theory import LAWS
+    from surge_repro.analysis.theory import LAWS
 
     b = np.geomspace(1, 500, 9)
     assert fit_eps_max(b, LAWS[law][1](b, 7e-4, 30.0), 30.0, law) == pytest.approx(7e-4)

@@ -1,6 +1,6 @@
 """Every number trustworthy: no optimum where none can be found (no run reached the target, a tie for the best
 score), an edge only where nothing was measured beyond the optimum, and no interval from too few seeds; the text,
-the JSON and the figure say why (surge_repro/fit.py, identify.py, report.py, plots.py, budget.py and
+the JSON and the figure say why (surge_repro/analysis/fit.py, identify.py, report.py, plots.py, budget.py and
 reports/fig7_table.py, on synthetic grids from tests/synthetic.py)."""
 
 import json
@@ -11,16 +11,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import synthetic
-from surge_repro.budget import plan
+
+from surge_repro.analysis.budget import plan
+from surge_repro.analysis.fit import (
+    MIN_SEEDS,
+    Grid,
+    distinct_resamples,
+    fit_experiment,
+    fit_target,
+    interval_position,
+    optimal_lr,
+)
+from surge_repro.analysis.identify import b_noise_trend, surge_verdict, verdicts
+from surge_repro.analysis.theory import LAWS, adam_lr
 from surge_repro.config import compose
-from surge_repro.fit import MIN_SEEDS, Grid, distinct_resamples, fit_experiment, fit_target, interval_position, \
-    optimal_lr
-from surge_repro.identify import surge_verdict, verdicts
-from surge_repro.plots import surge_figure
-from surge_repro.report import b_noise_trend, describe, render
-from surge_repro.theory import LAWS, adam_lr
+from surge_repro.report.plots import surge_figure
+from surge_repro.report.render import describe, render
 
 ROOT = Path(__file__).resolve().parent.parent
 LRS = np.geomspace(1e-5, 1e-2, 16)

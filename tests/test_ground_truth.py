@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from surge_repro import theory
-from surge_repro.fit import fit_experiment
-from surge_repro.identify import surge_verdict
+from surge_repro.analysis import theory
+from surge_repro.analysis.fit import fit_experiment
+from surge_repro.analysis.ground_truth import ray_truth, sgd_lr, sign_lr
+from surge_repro.analysis.identify import surge_verdict
 from surge_repro.models.quadratic import QuadraticVector
 from surge_repro.store import load_grid
-from surge_repro.tasks.quadratic import noisy_quadratic, ray_truth, sgd_lr, sign_lr
+from surge_repro.tasks.quadratic import noisy_quadratic
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM, RHO, NOISE = 131072, 3.8147e-4, 22.57  # conf/task/noisy_quadratic.yaml
@@ -121,11 +122,11 @@ def test_sign_descent_recovers_eq14_b_noise_and_the_surge(store):
 
 
 def test_adam_00_and_signsgd_take_the_same_step(store, make_cfg):
-    from surge_repro.packed import run_pack
+    from surge_repro.run.train import run_points
 
     cfgs = [make_cfg("+experiment=ground_truth_sign", "optimizer=signsgd", "batch=16", f"optimizer.lr={lr}",
                      f"seed={seed}", tiny=False) for lr in (2.141, 3.6) for seed in (0, 5)]
-    drops = {(s["point"]["lr"], s["point"]["seed"]): s["targets"][0]["loss_drop"] for s in run_pack(cfgs)}
+    drops = {(s["point"]["lr"], s["point"]["seed"]): s["targets"][0]["loss_drop"] for s in run_points(cfgs)}
     adam = load_grid(store, "ground_truth_sign").query("batch_size == 16")
     for (lr, seed), drop in drops.items():
         row = adam[np.isclose(adam["lr"], lr) & (adam["seed"] == seed)]

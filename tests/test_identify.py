@@ -1,15 +1,15 @@
-"""Identifiability (surge_repro/identify.py), the criteria (fit.CRITERIA) and the seed budget (surge_repro/budget.py)
-on synthetic grids with known optima and chosen noise (tests/synthetic.py)."""
+"""Identifiability (surge_repro/analysis/identify.py), the criteria (fit.CRITERIA) and the seed budget
+(surge_repro/analysis/budget.py) on synthetic grids with known optima and chosen noise (tests/synthetic.py)."""
 
 import numpy as np
 import pytest
-
 import synthetic
-from surge_repro.budget import main as budget_main
-from surge_repro.budget import plan, seeds_needed
-from surge_repro.fit import Grid, fit_target
-from surge_repro.identify import EDGE, RESOLVED, UNRESOLVED, surge_verdict, verdicts
-from surge_repro.theory import LAWS
+
+from surge_repro.analysis.budget import main as budget_main
+from surge_repro.analysis.budget import plan, seeds_needed
+from surge_repro.analysis.fit import Grid, fit_target
+from surge_repro.analysis.identify import EDGE, RESOLVED, UNRESOLVED, surge_verdict, verdicts
+from surge_repro.analysis.theory import LAWS
 
 LRS = np.geomspace(1e-5, 1e-2, 16)  # steps of x1.58: "within one grid step" means within that factor
 BS = [1.0, 4.0, 20.0, 100.0, 400.0]

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from surge_repro.config import CONF_DIR, build, compose, validate
-from surge_repro.hydra_callbacks import sweep_size
-from surge_repro.tasks import DataError
-from surge_repro.tasks import text
+from surge_repro.launch.callbacks import sweep_size
+from surge_repro.tasks import DataError, text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCERPT = Path(__file__).resolve().parent / "data" / "tempest_excerpt.txt"
@@ -241,15 +240,14 @@ def test_language_experiments_compose_with_their_exact_grids():
 
 
 def packed_table(root, store, packed):
-    from surge_repro.packed import run_pack
+    from surge_repro.run.train import run, run_points
     from surge_repro.store import load_grid
-    from surge_repro.train import run
 
     cfgs = [lm_cfg(root, f"optimizer.lr={lr}", f"seed={seed}", "task.batch_unit=tokens", "batch=32",
                    "task.max_tokens=2000", "protocol.targets=[8.0,7.0]", "protocol.k=3", "protocol.probe.size=1024",
                    "protocol.probe.min_gap=128", "protocol.ema_examples=8192", store=store)
             for lr, seed in ((1e-2, 0), (3e-2, 1))]
-    summaries = run_pack(cfgs) if packed else [run(cfg) for cfg in cfgs]
+    summaries = run_points(cfgs) if packed else [run(cfg) for cfg in cfgs]
     return summaries, load_grid(store, "manual").sort_values(["lr", "target_loss"]).reset_index(drop=True)
 
 
@@ -264,7 +262,7 @@ def test_packed_gpt2_equals_one_by_one(shakespeare_root, tmp_path):
 
 
 def test_the_moe_says_why_it_trains_one_by_one(shakespeare_root):
-    from surge_repro.packed import why_not_packable
+    from surge_repro.run.packing import why_not_packable
 
     cfg = lm_cfg(shakespeare_root, "model=moe_tiny")
     model = build(cfg.model)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from surge_repro import train
 from surge_repro.mirror import resolve_mode
 from surge_repro.point import signature
+from surge_repro.run import train
 
 
 def inspect(run_dir: Path) -> dict:
@@ -113,8 +113,9 @@ def test_wandb_breaking_mid_run_is_survived(make_cfg, monkeypatch, caplog):
 @pytest.mark.slow
 def test_the_report_logs_figure_and_numbers_to_the_experiments_group(tmp_path):
     import synthetic
+
     from surge_repro.config import compose
-    from surge_repro.report import render
+    from surge_repro.report.render import render
 
     synthetic.write_store(tmp_path / "store", "smoke", synthetic.table(seeds=2, rng=0))
     cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",

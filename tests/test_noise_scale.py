@@ -1,4 +1,4 @@
-"""B_simple measured in training (``surge_repro.noise_scale``): unbiased on a workload whose B_simple is known, the
+"""B_simple measured in training (``surge_repro.run.noise_scale``): unbiased on a workload whose B_simple is known, the
 same training with and without the measurement (one point and packed), and recorded at each target crossing."""
 
 import math
@@ -8,10 +8,9 @@ import torch
 
 from surge_repro.config import build
 from surge_repro.models.quadratic import QuadraticVector
-from surge_repro.noise_scale import NoiseScale, halves
-from surge_repro.packed import Pack
+from surge_repro.run.engines import Pack, train_step
+from surge_repro.run.noise_scale import NoiseScale, halves
 from surge_repro.tasks.quadratic import noisy_quadratic
-from surge_repro.train import train_step
 
 DIM, RHO, NOISE = 16384, 0.01, 6.0  # on the ray at theta = 1: tr(Sigma) / |G|^2 = dim sigma^2 / (dim mu^2) = noise^2
 
@@ -77,12 +76,11 @@ def test_a_measured_packed_step_is_the_same_step_and_measures_each_point(make_cf
 
 
 def test_runs_record_b_simple_at_each_crossing(make_cfg, tmp_path):
-    from surge_repro.packed import run_pack
+    from surge_repro.run.train import run, run_points
     from surge_repro.store import load_grid
-    from surge_repro.train import run
 
     cfgs = [make_cfg("noise_scale.every=2", f"optimizer.lr={lr}") for lr in (0.01, 0.02)]
-    summaries = run_pack(cfgs) + [run(make_cfg("noise_scale.every=2", "optimizer.lr=0.03"))]
+    summaries = run_points(cfgs) + [run(make_cfg("noise_scale.every=2", "optimizer.lr=0.03"))]
     for s in summaries:
         for rec in s["targets"]:
             if rec["reached"]:  # a few early measurements can leave |G|^2's average <= 0: no B_simple then

@@ -1,6 +1,6 @@
 """The Adam-style family beyond Adam and SGD (conf/optimizer: rmsprop, adagrad, adafactor, lion, signsgd,
 signsgd_momentum): each composes, builds and trains; the sign optimizers of surge_repro/optim.py follow their formulas;
-every optimizer packed.LR_LINEAR names really is linear in the LR, and its packed points equal the same points one by
+every optimizer packing.LR_LINEAR names really is linear in the LR, and its packed points equal the same points one by
 one; and a run.py sweep over the whole family finishes. Run: .venv/bin/python -m pytest tests/test_optimizers.py"""
 
 import subprocess
@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from surge_repro.config import CONF_DIR, build, validate
 from surge_repro.optim import SignSGD, Signum
-from surge_repro.packed import LR_LINEAR, run_pack, why_not_packable
+from surge_repro.run.packing import LR_LINEAR, why_not_packable
+from surge_repro.run.train import run, run_points
 from surge_repro.store import load_grid
-from surge_repro.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW = ["rmsprop", "adagrad", "adafactor", "lion", "signsgd", "signsgd_momentum"]
@@ -146,7 +146,7 @@ GRID = [(0.003, 0), (0.03, 0), (0.03, 1), (30.0, 1)]
 def _grid(make_cfg, store, name, packed):
     cfgs = [make_cfg(f"paths.store={store}", "task.size=512", f"optimizer.lr={lr}", f"seed={seed}",
                      "protocol.max_steps=200", *_overrides(name)) for lr, seed in GRID]
-    summaries = run_pack(cfgs) if packed else [run(cfg) for cfg in cfgs]
+    summaries = run_points(cfgs) if packed else [run(cfg) for cfg in cfgs]
     table = load_grid(store, "manual").sort_values(["lr", "seed", "target_loss"]).reset_index(drop=True)
     return summaries, table
 

@@ -1,5 +1,6 @@
-"""Packed execution (surge_repro/packed.py, surge_repro/launcher.py): points trained together equal the same points
-trained one by one, each keeps its own store entry, and what cannot be packed says why and runs one by one."""
+"""Packed execution (surge_repro/run/engines.py, packing.py, surge_repro/launch/launcher.py): points trained together
+equal the same points trained one by one, each keeps its own store entry, and what cannot be packed says why and runs
+one by one."""
 
 import subprocess
 import sys
@@ -9,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from surge_repro.launcher import group_jobs
-from surge_repro.packed import pack_bytes, run_pack, why_not_packable
+from surge_repro.run.packing import pack_bytes, why_not_packable
+from surge_repro.run.train import run, run_points
 from surge_repro.store import load_grid, status_counts
-from surge_repro.train import run
+from surge_repro.sweep import group_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 # LRs from slow to divergent, so that points leave the pack at different steps and the stack shrinks under the rest
@@ -25,7 +26,7 @@ def grid_table(make_cfg, store, overrides, packed, **kwargs):
     cfgs = [make_cfg(f"paths.store={store}", "task.size=512", f"optimizer.lr={lr}", f"seed={seed}", *overrides)
             for lr, seed in GRID]
     if packed:
-        summaries = run_pack(cfgs, **kwargs)
+        summaries = run_points(cfgs, **kwargs)
     else:
         summaries = [run(cfg) for cfg in cfgs]
     table = load_grid(store, "manual").sort_values(["lr", "seed", "target_loss"]).reset_index(drop=True)
@@ -53,14 +54,14 @@ def test_a_pack_split_to_fit_memory_gives_the_same_points(make_cfg, tmp_path):
     whole, table = grid_table(make_cfg, tmp_path / "whole", [], packed=True)
     per_point = pack_bytes(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)), _task(make_cfg), 16)
     assert per_point > 7 * (64 * 4 + 4) * 4  # parameters and their copies, plus activations and the batch
-    from surge_repro import packed as packed_module
+    from surge_repro.run import packing as packing
 
-    free = packed_module.free_bytes
-    packed_module.free_bytes = lambda device: 3 * 2 * _point_bytes(make_cfg)  # room for 3 points at fraction 0.5
+    free = packing.free_bytes
+    packing.free_bytes = lambda device: 3 * 2 * _point_bytes(make_cfg)  # room for 3 points at fraction 0.5
     try:
         split, split_table = grid_table(make_cfg, tmp_path / "split", [], packed=True, memory_fraction=0.5)
     finally:
-        packed_module.free_bytes = free
+        packing.free_bytes = free
     assert sorted({s["pack"]["points"] for s in split}) == [2, 3]  # 8 points in packs of 3, 3 and 2
     assert {s["pack"]["points"] for s in whole} == {8}
     pd.testing.assert_frame_equal(table[COMPARED], split_table[COMPARED], check_exact=False, rtol=0, atol=1e-5)
@@ -82,10 +83,10 @@ def _point_bytes(make_cfg):
 def test_a_relaunched_pack_skips_finished_points_and_trains_the_rest(make_cfg, tmp_path):
     store = tmp_path / "store"
     first = [make_cfg(f"paths.store={store}", f"optimizer.lr={lr}", f"seed={seed}") for lr, seed in GRID[:4]]
-    run_pack(first)
+    run_points(first)
     before = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (store / "manual").iterdir()}
     everything = [make_cfg(f"paths.store={store}", f"optimizer.lr={lr}", f"seed={seed}") for lr, seed in GRID]
-    summaries = run_pack(everything)
+    summaries = run_points(everything)
     after = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (store / "manual").iterdir()}
     assert all(after[name] == mtime for name, mtime in before.items())  # finished points untouched
     assert len(after) == len(GRID) and all(s["status"] in ("done", "diverged") for s in summaries)
@@ -105,7 +106,7 @@ def test_what_cannot_be_packed_says_why_and_runs_one_by_one(make_cfg, tmp_path):
     store = tmp_path / "store"
     cfgs = [make_cfg(f"paths.store={store}", "optimizer.weight_decay=0.01", f"optimizer.lr={lr}")
             for lr in (0.01, 0.03)]
-    summaries = run_pack(cfgs)
+    summaries = run_points(cfgs)
     assert [s["status"] for s in summaries] == ["done", "done"]
     assert all(s["pack"] is None for s in summaries)  # trained one by one, and the store says so
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from surge_repro.protocol import CAPPED, DIVERGED, DONE, TargetTracker
+from surge_repro.run.protocol import CAPPED, DIVERGED, DONE, TargetTracker
 
 
 def drive(tracker, losses, probe_losses=None):

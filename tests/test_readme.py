@@ -133,7 +133,7 @@ def test_the_window_table_is_the_window_gap_json():
 def test_the_committed_quickstart_table_rebuilds_the_committed_numbers(tmp_path):
     # what lands is the figure, its JSON and its tidy table, never the store: the table alone must give the JSON
     from surge_repro.config import compose
-    from surge_repro.report import render
+    from surge_repro.report.render import render
 
     cfg = compose(["+experiment=quickstart", f"paths.figures={tmp_path}",
                    f"report.table={EXAMPLES / 'quickstart.csv.gz'}"])
@@ -141,3 +141,4 @@ def test_the_committed_quickstart_table_rebuilds_the_committed_numbers(tmp_path)
     committed = json.loads((EXAMPLES / "quickstart.json").read_text())
     for key in ("targets", "steps_criterion", "b_noise_trend", "points", "criterion"):
         assert rebuilt[key] == committed[key], key
+

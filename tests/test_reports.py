@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import synthetic
+
 from surge_repro.config import compose
-from surge_repro.report import render
+from surge_repro.report.render import render
 from surge_repro.store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent

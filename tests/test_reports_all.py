@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import synthetic
 from test_data import write_fashion_mnist
-from surge_repro import figures
-from surge_repro.fit import fit_experiment
-from surge_repro.plots import surge_figure
+
+from surge_repro.analysis.fit import fit_experiment
+from surge_repro.analysis.identify import b_noise_trend
 from surge_repro.point import signature
-from surge_repro.report import b_noise_trend
-from surge_repro.status import grid_points
+from surge_repro.report import figures
+from surge_repro.report.plots import surge_figure
+from surge_repro.sweep import grid_points
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"fig4a_distilgpt2_eli5_adam00": "sequences", "fig4b_distilgpt2_eli5_adam": "sequences",

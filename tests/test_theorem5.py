@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
-
 import synthetic
+
+from surge_repro.analysis.fit import Grid, fit_dl_max, fit_eq18, fit_target, max_drop
 from surge_repro.config import compose
-from surge_repro.fit import Grid, fit_dl_max, fit_eq18, fit_target, max_drop
-from surge_repro.plots import surge_figure
-from surge_repro.report import render
+from surge_repro.report.plots import surge_figure
+from surge_repro.report.render import render
 
 NAN = math.nan
 BS = np.geomspace(1, 400, 12).round()  # synthetic.table's batch sizes

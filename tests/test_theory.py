@@ -1,4 +1,4 @@
-"""Theorems 2-4 and Su's variant (surge_repro.theory) against the paper's formulas, and the Fig. 1 and Fig. 7
+"""Theorems 2-4 and Su's variant (surge_repro.analysis.theory) against the paper's formulas, and the Fig. 1 and Fig. 7
 scripts: Fig. 1 writes its figure and numbers; Fig. 7 recovers a known Eq 2 from a noisy (B, LR, loss) table and
 rejects bad tables with the fix in the message."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from surge_repro import theory
+from surge_repro.analysis import theory
 
 ROOT = Path(__file__).resolve().parent.parent
 

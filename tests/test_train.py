@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from surge_repro import train
 from surge_repro.point import signature
+from surge_repro.run import train
 from surge_repro.store import PointDir, load_grid
 
 
@@ -112,7 +112,7 @@ def test_the_probe_of_a_batchnorm_model_uses_batch_statistics_and_leaves_the_run
     from torch.func import functional_call
 
     from surge_repro.config import build
-    from surge_repro.train import make_probe
+    from surge_repro.run.engines import probe_model
 
     task = build(make_cfg().task)
     torch.manual_seed(0)
@@ -120,7 +120,7 @@ def test_the_probe_of_a_batchnorm_model_uses_batch_statistics_and_leaves_the_run
                                 torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 4))
     probe_batch = task.probe(512, 0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    value = make_probe(model, task, probe_batch)()
+    value = probe_model(model, task, probe_batch)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # running stats untouched
     assert model.training
     scratch = {k: v.clone() for k, v in model.named_buffers()}  # train mode by hand, chunk by chunk as the probe

@@ -17,13 +17,12 @@ from conftest import TINY
 from test_checkpoint import LONG, Preempted, preempt_at, same_run  # noqa: F401  (preempt_at: a fixture)
 from test_data import write_fashion_mnist
 
-from surge_repro import checkpoint
-from surge_repro.packed import run_pack
 from surge_repro.point import signature
+from surge_repro.run import checkpoint
+from surge_repro.run.train import run, run_points
 from surge_repro.store import PointDir, StoreError, disk_errors, load_grid, status_counts
 from surge_repro.tasks import DataError
 from surge_repro.tasks.vision import _fashion_mnist_train, fashion_mnist, prepare_fashion_mnist
-from surge_repro.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +53,7 @@ def test_a_checkpoint_that_runs_code_is_never_unpickled_by_status_or_a_relaunch(
     marker = tmp_path / "owned"
     torch.save({"version": checkpoint.VERSION, "step": 5, "run": RunsCode(marker)}, point / "checkpoint.pt")
     (point / "checkpoint.json").write_text(json.dumps({"step": 5, "mode": None, "pack": None}))
-    code, out = cli("-m", "surge_repro.status", *TINY, f"paths.store={cfg.paths.store}")
+    code, out = cli("-m", "surge_repro.launch.status", *TINY, f"paths.store={cfg.paths.store}")
     assert code == 1 and "incomplete" in out and "checkpoint at step 5" in out, out
     assert not marker.exists()  # the read-only status ran nothing
     again = run(cfg)  # the relaunch refuses the file like a corrupt one, keeps it, starts over
@@ -153,7 +152,7 @@ def test_a_relaunch_keeps_a_point_in_the_thread_count_it_trained_with(make_cfg, 
 
 
 def test_a_relaunch_keeps_a_checkpointed_pack_in_one_unit(make_cfg, preempt_at, monkeypatch):  # noqa: F811
-    from surge_repro.launcher import PackedLauncher
+    from surge_repro.launch.launcher import PackedLauncher
 
     lrs = [1e-4, 1.5e-4, 2e-4, 2.5e-4, 3e-4, 3.5e-4]
     cfgs = {f"optimizer.lr={lr}": make_cfg(*LONG, f"optimizer.lr={lr}") for lr in lrs}
@@ -161,7 +160,7 @@ def test_a_relaunch_keeps_a_checkpointed_pack_in_one_unit(make_cfg, preempt_at, 
     point = Path(packed[0].paths.store) / "manual" / signature(packed[0])
     preempt_at(point / "metrics.jsonl", 200)
     with pytest.raises(Preempted):
-        run_pack(packed)
+        run_points(packed)
     launcher = PackedLauncher(n_jobs=2, pack="always")
     monkeypatch.setattr(launcher, "_group_configs", lambda group, jobs, first: [cfgs[jobs[i][0]] for i in group])
     units, _, _ = launcher.plan([[f"optimizer.lr={lr}"] for lr in lrs], 0, workers=2)
@@ -170,7 +169,7 @@ def test_a_relaunch_keeps_a_checkpointed_pack_in_one_unit(make_cfg, preempt_at, 
 
 
 def test_points_run_one_by_one_start_in_the_sweeps_order_seed_outermost(make_cfg, monkeypatch):
-    from surge_repro.launcher import PackedLauncher
+    from surge_repro.launch.launcher import PackedLauncher
 
     jobs = [[f"seed={s}", f"batch={b}"] for s in (0, 1, 2) for b in (4, 8)]  # as the experiments sweep: seed first
     cfgs = {tuple(j): make_cfg(*j) for j in jobs}
@@ -263,7 +262,7 @@ def test_an_unreachable_wandb_server_is_asked_once_and_its_wait_is_not_training_
     mirror._answers.cache_clear()
 
     cfgs = [make_cfg(f"optimizer.lr={lr}", "protocol.max_steps=300") for lr in (0.01, 0.02, 0.03)]
-    reference = run_pack(cfgs)
+    reference = run_points(cfgs)
     real_init = mirror.Mirror._init
 
     def slow_init(self, *args):  # wandb's init waiting on a server: 2 s per run, inside the pack's training
@@ -273,7 +272,7 @@ def test_an_unreachable_wandb_server_is_asked_once_and_its_wait_is_not_training_
     monkeypatch.setattr(mirror.Mirror, "_init", slow_init)
     cfgs = [make_cfg(f"optimizer.lr={lr}", "protocol.max_steps=300", "logger=wandb", "logger.mode=offline",
                      "experiment_name=slow") for lr in (0.01, 0.02, 0.03)]
-    slow = run_pack(cfgs)
+    slow = run_points(cfgs)
     # before: the first point's wall_s held the two later points' 4 s of W&B init
     assert slow[0]["wall_s"] < reference[0]["wall_s"] + 1.5, (slow[0]["wall_s"], reference[0]["wall_s"])
     assert all(list((Path(c.paths.store) / "slow" / s["signature"] / "wandb").glob("offline-run-*"))
@@ -302,7 +301,7 @@ def test_status_expands_a_sweep_exactly_as_run_py_does(tmp_path):
     args = ["+experiment=smoke", "batch=8", "experiment_name=stx", f"paths.store={tmp_path}"]
     code, out = cli("run.py", "-m", *args, f"hydra.sweep.dir={tmp_path}/mr")
     assert code == 0 and "sweep of 3 points" in out, out
-    code, out = cli("-m", "surge_repro.status", *args)
+    code, out = cli("-m", "surge_repro.launch.status", *args)
     assert code == 0 and "stx: 3 points in the sweep: 2 done, 1 diverged" in out, out  # not "6 points, 3 missing"
 
 
@@ -314,9 +313,9 @@ def test_the_store_and_status_commands_answer_bad_input_with_usage_not_traceback
     assert code == 2 and "no experiment nope" in out and "exp" in out
     code, out = cli("-m", "surge_repro.store", str(tmp_path / "missing"))
     assert code == 2 and "not a store directory" in out
-    code, out = cli("-m", "surge_repro.status")
-    assert code == 2 and "usage: python -m surge_repro.status" in out and "Traceback" not in out
+    code, out = cli("-m", "surge_repro.launch.status")
+    assert code == 2 and "usage: python -m surge_repro.launch.status" in out and "Traceback" not in out
     file = tmp_path / "file"
     file.write_text("x")
-    code, out = cli("-m", "surge_repro.status", "+experiment=smoke", f"paths.store={file}")
+    code, out = cli("-m", "surge_repro.launch.status", "+experiment=smoke", f"paths.store={file}")
     assert code == 2 and "is a file, not a store directory" in out and "Traceback" not in out

@@ -23,9 +23,10 @@ from vision_files import (
 )
 
 from surge_repro.config import CONF_DIR, build, compose, validate
-from surge_repro.hydra_callbacks import sweep_size
-from surge_repro.packed import run_pack, why_not_packable
+from surge_repro.launch.callbacks import sweep_size
 from surge_repro.point import signature
+from surge_repro.run.packing import why_not_packable
+from surge_repro.run.train import run, run_points
 from surge_repro.store import load_grid
 from surge_repro.tasks import DataError, TensorTask
 from surge_repro.tasks.vision import (
@@ -37,7 +38,6 @@ from surge_repro.tasks.vision import (
     prepare_tiny_imagenet,
     tiny_imagenet,
 )
-from surge_repro.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,7 +206,7 @@ def test_packed_points_with_epoch_size_equal_the_same_points_one_by_one(make_cfg
     tables = []
     for mode in ("packed", "alone"):
         cfgs = [make_cfg(f"paths.store={tmp_path / mode}", f"optimizer.lr={lr}", *overrides) for lr in (0.01, 0.03)]
-        summaries = run_pack(cfgs) if mode == "packed" else [run(c) for c in cfgs]
+        summaries = run_points(cfgs) if mode == "packed" else [run(c) for c in cfgs]
         assert all(s["steps"] > 12 for s in summaries)  # several epochs
         if mode == "packed":
             assert {s["pack"]["points"] for s in summaries} == {2}
@@ -265,7 +265,7 @@ def test_the_vit_trains_packed_equal_to_one_by_one(make_cfg, tmp_path):
     for mode in ("packed", "alone"):
         cfgs = [make_cfg(f"paths.store={tmp_path / mode}", f"optimizer.lr={lr}", f"seed={seed}", *VIT)
                 for lr, seed in grid]
-        summaries = run_pack(cfgs) if mode == "packed" else [run(c) for c in cfgs]
+        summaries = run_points(cfgs) if mode == "packed" else [run(c) for c in cfgs]
         if mode == "packed":
             assert {s["pack"]["points"] for s in summaries} == {2}  # vmap over timm's ViT works
         tables[mode] = load_grid(tmp_path / mode, "manual").sort_values(["lr", "seed", "target_loss"]) \

@@ -1,26 +1,27 @@
-"""Hydra's entry points to surge_repro's packing launcher (``surge_repro/launcher.py`` holds the logic).
+"""Hydra's registration of surge_repro's launchers and sweeper; the logic lives in ``surge_repro.launch``.
 
-Hydra loads plugins only from the ``hydra_plugins`` namespace, so this module defines the classes Hydra instantiates
-and registers their configs: ``hydra/launcher=surge_packed`` (``conf/launcher/packed.yaml``),
-``surge_slurm`` and ``surge_submitit_local`` (``conf/launcher/slurm.yaml``, ``submitit_local.yaml``: the cluster
-launcher of ``surge_repro/cluster.py``), and ``hydra/sweeper=surge_basic``; and it puts ``slurm/conf`` on the config
-search path, so that a site profile ``slurm/conf/site/<name>.yaml`` is ``+site=<name>`` from any directory.
+Hydra loads plugins only from the ``hydra_plugins`` namespace and instantiates only classes defined there, so this
+module holds thin classes that build their ``surge_repro.launch`` counterpart on first use (importing nothing of
+surge_repro at import time: ``config.compose`` imports this module for its registrations, and the launchers import
+the training loop, which imports ``config``). It registers ``hydra/launcher=surge_packed``
+(``conf/launcher/packed.yaml``), ``surge_slurm`` and ``surge_submitit_local`` (``conf/launcher/slurm.yaml``,
+``submitit_local.yaml``: ``surge_repro/launch/cluster.py``), ``hydra/sweeper=surge_basic``
+(``surge_repro/launch/sweeper.py``), and puts ``slurm/conf`` on the config search path, so that a site profile
+``slurm/conf/site/<name>.yaml`` is ``+site=<name>`` from any directory.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_search_path import ConfigSearchPath
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
-
-from surge_repro.cluster import PackedSubmititLauncher
-from surge_repro.launcher import PackedLauncher, check_sweep, failed_points
-
 
 SITES = Path(__file__).resolve().parents[2] / "slurm" / "conf"
 
@@ -30,54 +31,60 @@ class SurgeSitePath(SearchPathPlugin):
         search_path.append(provider="surge_repro-sites", path=f"file://{SITES}")
 
 
-class SurgePackedLauncher(PackedLauncher):
-    pass
+class _Thin(Launcher):
+    """A launcher Hydra can instantiate that hands everything to ``impl``, built from the same parameters."""
+
+    def __init__(self, **params: Any) -> None:
+        self.impl = self._impl(**params)
+
+    @staticmethod
+    def _impl(**params: Any) -> Launcher:
+        raise NotImplementedError
+
+    def setup(self, **kwargs: Any) -> None:
+        self.impl.setup(**kwargs)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.impl.launch(job_overrides, initial_job_idx)
 
 
-class SurgeSlurmLauncher(PackedSubmititLauncher):
-    _EXECUTOR = "slurm"
+class SurgePackedLauncher(_Thin):
+    @staticmethod
+    def _impl(**params: Any) -> Launcher:
+        from surge_repro.launch.launcher import PackedLauncher
+
+        return PackedLauncher(**params)
 
 
-class SurgeSubmititLocalLauncher(PackedSubmititLauncher):
-    _EXECUTOR = "local"
+class SurgeSlurmLauncher(_Thin):
+    @staticmethod
+    def _impl(**params: Any) -> Launcher:
+        from surge_repro.launch.cluster import PackedSubmititLauncher
+
+        return PackedSubmititLauncher(executor="slurm", **params)
 
 
-class SurgeBasicSweeper(BasicSweeper):
-    """Hydra's basic sweeper (the same grid syntax and order of jobs) with two checks: before the launch, every
-    point's values (``launcher.check_sweep``: one composition per group of jobs that differ only in LR and seed;
-    Hydra's own check composes every job, 0.1 s each, 15 s of the quickstart's 175 points); after it, the exit
-    status: a sweep with points that failed exits non-zero and names them (``launcher.failed_points``), so that CI
-    and SLURM scripts do not read it as a success."""
+class SurgeSubmititLocalLauncher(_Thin):
+    @staticmethod
+    def _impl(**params: Any) -> Launcher:
+        from surge_repro.launch.cluster import PackedSubmititLauncher
 
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        check_sweep(lambda overrides: self.hydra_context.config_loader.load_sweep_config(
-            master_config=self.config, sweep_overrides=list(overrides)), batch)
+        return PackedSubmititLauncher(executor="local", **params)
+
+
+class SurgeBasicSweeper(Sweeper):
+    """``surge_repro.launch.sweeper.CheckedSweeper``, built on first use."""
+
+    def __init__(self, **params: Any) -> None:
+        from surge_repro.launch.sweeper import CheckedSweeper
+
+        self.impl = CheckedSweeper(**params)
+
+    def setup(self, **kwargs: Any) -> None:
+        self.impl.setup(**kwargs)
 
     def sweep(self, arguments: list[str]) -> Any:
-        # Hydra's basic sweeper raises the first failed job's exception (with a traceback) as soon as its batch
-        # returns, which hides the others; so failed jobs are collected here and reported together at the end
-        failed: list[tuple[str, str]] = []
-        launch = self.launcher.launch
-
-        def collecting(batch: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-            returns = launch(batch, initial_job_idx)
-            failed.extend(failed_points([returns]))
-            return [JobReturn(overrides=r.overrides, cfg=r.cfg, hydra_cfg=r.hydra_cfg, working_dir=r.working_dir,
-                              task_name=r.task_name, status=JobStatus.COMPLETED, _return_value="failed")
-                    if r.status == JobStatus.FAILED else r for r in returns]
-
-        self.launcher.launch = collecting
-        try:
-            returns = super().sweep(arguments)
-        finally:
-            self.launcher.launch = launch
-        if failed:
-            total = sum(len(batch) for batch in returns)
-            listed = "\n".join(f"  {overrides}: {what}" for overrides, what in failed[:20])
-            more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
-            raise SystemExit(f"error: {len(failed)} of {total} point(s) of the sweep failed:\n{listed}{more}\n"
-                             f"Finished points are kept; relaunching the same command runs the failed ones again.")
-        return returns
+        return self.impl.sweep(arguments)
 
 
 @dataclass

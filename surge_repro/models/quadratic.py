@@ -2,7 +2,7 @@
 
 ``QuadraticVector(dim, init)`` holds theta (``dim`` floats), started at ``init`` on every coordinate: every seed
 starts at the same point on the Hessian's top eigenvector (the all-ones direction), where the theory's numbers are
-known in closed form (``surge_repro.tasks.quadratic.ray_truth``). Its forward takes a batch of noise rows z and
+known in closed form (``surge_repro.analysis.ground_truth.ray_truth``). Its forward takes a batch of noise rows z and
 returns (z @ theta, theta): the task's loss needs both, and z @ theta keeps a packed run from holding a copy of
 theta per example.
 """

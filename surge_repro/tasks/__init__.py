@@ -1,18 +1,14 @@
-"""Tasks: the data a workload trains on, and its loss. The training loop sees only this contract.
+"""Tasks: the data a workload trains on, and its loss. The training loop sees only the ``Task`` protocol below.
 
-A task supplies ``batches(batch_size, seed)`` (an endless iterator of batches of exactly ``batch_size`` units),
-``epoch_orders(seed)`` and ``take(index)`` (the same batches by index, for packed execution: ``surge_repro.packed``),
-``epoch_length(batch_size)`` (batches per epoch, which both loops use to place a step in an epoch), ``probe(size,
-seed)`` (one fixed batch of training data on which the protocol measures loss drops), ``loss(model, batch)`` (a scalar
-tensor: the mean training loss of the batch) and ``batch_unit`` (what ``batch`` counts).
-Builders live in ``vision`` (Fashion-MNIST, CIFAR-10/100, Tiny-ImageNet, synthetic images) and ``text`` (token
-streams: Shakespeare, ELI5-Category, RedPajama); ``prepare`` is the only code that downloads or converts data.
+Builders live in ``vision`` (Fashion-MNIST, CIFAR-10/100, Tiny-ImageNet, synthetic images), ``text`` (token
+streams: Shakespeare, ELI5-Category, RedPajama) and ``quadratic`` (the noisy quadratic of the ground truth);
+``prepare`` is the only code that downloads or converts data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +16,40 @@ import torch.nn.functional as F
 
 class DataError(RuntimeError):
     """Data missing or unreadable. The message names the command that fixes it."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What a task supplies to the training loop (``surge_repro.run.train``) and its step engines."""
+
+    name: str
+    batch_unit: str  # what ``batch`` counts: examples, sequences or tokens
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The training labels (N x ...): where the data live, and how many examples there are."""
+
+    def to(self, device: torch.device | str) -> "Task":
+        """The task with its data on ``device``."""
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise ValueError (naming the fix) for a batch size the data cannot serve."""
+
+    def epoch_orders(self, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """An endless sequence of random orders of the training set, one per epoch, drawn from ``seed``, from epoch
+        ``start`` on: a point's data order is a function of its seed and its step."""
+
+    def epoch_length(self, batch_size: int) -> int:
+        """Batches per epoch (a batch never spans two epochs)."""
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The examples at ``index``, of any shape (a pack takes points x batch at once)."""
+
+    def probe(self, size: int, seed: int) -> tuple[torch.Tensor, ...]:
+        """One fixed batch of ``size`` training examples, drawn from ``seed``, on which the protocol measures loss."""
+
+    def loss(self, model, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The mean training loss of ``batch`` under ``model`` (a scalar tensor)."""
 
 
 @dataclass

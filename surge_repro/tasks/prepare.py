@@ -12,8 +12,7 @@ from __future__ import annotations
 import sys
 
 from surge_repro.config import compose
-from surge_repro.tasks import DataError, vision
-from surge_repro.tasks import text
+from surge_repro.tasks import DataError, text, vision
 
 PREPARE = {"fashion_mnist": vision.prepare_fashion_mnist,
            "cifar10": vision.prepare_cifar10, "cifar100": vision.prepare_cifar100,

@@ -1,5 +1,5 @@
-"""Ground truth: a noisy quadratic whose per-example gradients are Gaussian with known mu, sigma and H, and the
-closed forms of the theory for it (paper section 1, ``../shared/paper.md``: Eq 1, 9, 14, 16).
+"""Ground truth: a noisy quadratic whose per-example gradients are Gaussian with known mu, sigma and H, whose
+theory has closed forms (paper section 1: Eq 1, 9, 14, 16; they are in ``surge_repro.analysis.ground_truth``).
 
 The loss, with theta the model's ``dim`` parameters (the optimum is at 0) and H = (1 - rho) I + rho 11^T:
 
@@ -10,7 +10,8 @@ The loss, with theta the model's ``dim`` parameters (the optimum is at 0) and H 
   (``detach``: a noise oracle), so on the all-ones ray mu_k / sigma_k = 1 / noise for every k.
 * H is dense: Eq 14's B_noise comes only from H's off-diagonal terms (a diagonal H has none, and no surge). With
   every coordinate alike, Eq 14 reads B_noise = pi noise^2 / (2 rho (dim - 1)) and Eq 9 has a scalar closed form
-  (``ray_truth``; ``tests/test_ground_truth.py`` checks both against ``surge_repro.theory`` on a dense H).
+  (``analysis.ground_truth.ray_truth``; ``tests/test_ground_truth.py`` checks both against
+  ``surge_repro.analysis.theory`` on a dense H).
 * Examples are generated, not stored: example i's noise row is drawn from a generator seeded by (``data_seed``,
   i), so it is the same row whenever and wherever it is taken, in ``size`` rows that epochs permute like any
   dataset's. Only the rows a step takes are made (``dim`` floats each): dim can be large.
@@ -37,13 +38,10 @@ Run: ``python run.py -m +experiment=ground_truth_sign``, then ``python reports/g
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
-from surge_repro import theory
 from surge_repro.tasks import TensorTask
 
 _SEED_STRIDE = 1_000_003  # example i of data_seed d is drawn from generator seed d * stride + i (size < stride)
@@ -97,36 +95,3 @@ def noisy_quadratic(*, name: str = "noisy_quadratic", dim: int = 64, rho: float 
     index = torch.arange(size)
     return QuadraticTask(name, index, index, batch_unit=batch_unit, dim=dim, rho=rho, noise=noise,
                          data_seed=data_seed)
-
-
-# Closed forms on the all-ones ray (theta = c 1: mu_k = lam c, sigma_k = noise lam c for every k) ------------------
-
-def ray_truth(dim: int, rho: float, noise: float) -> dict:
-    """What the theory says at any state on the ray (the numbers do not depend on c, except the LRs' scale, which
-    is c: here c = 1). lam = 1 - rho + rho dim is H's top eigenvalue (the ray's); H_kk = 1.
-
-    sign descent: B_noise by Eq 14, eps_max by Eq 16, the peak of the exact Eq 9 (``sign_lr``), the B -> inf limit
-    (Eq 17, the Theorem 4 asymptote). SGD: McCandlish's Eq 1, eps_max = |G|^2 / G^T H G = 1 / lam,
-    B_noise = tr(H Sigma) / G^T H G = noise^2 / lam."""
-    lam = 1 - rho + rho * dim
-    b_noise = math.pi * noise ** 2 / (2 * rho * (dim - 1))
-    peak, peak_lr = theory.refine_peak(lambda b: sign_lr(b, dim, rho, noise), 1e-3 * b_noise, 1e3 * b_noise, 100)
-    return {"lam": lam, "b_noise": b_noise, "eps_max": math.sqrt(b_noise / (2 * math.pi)) * lam / noise,
-            "eq9_peak_batch_size": peak, "eq9_peak_lr": peak_lr,
-            "eq17_limit": 1.0,  # sum |mu| / 1^T H 1 = dim lam / (dim lam)
-            "sgd_eps_max": 1 / lam, "sgd_b_noise": noise ** 2 / lam}
-
-
-def sign_lr(batch_size, dim: int, rho: float, noise: float):
-    """Eq 9 on the ray at theta = 1, with Eq 10's exact erf: e = erf(sqrt(B/2) / noise) for every coordinate, so
-    eps_opt = dim e lam / (dim (1 - e^2) + e^2 1^T H 1) = e lam / (1 - e^2 + e^2 lam)."""
-    lam = 1 - rho + rho * dim
-    e = torch.special.erf(torch.sqrt(torch.as_tensor(batch_size, dtype=torch.float64) / 2) / noise)
-    return (e * lam / (1 - e ** 2 + e ** 2 * lam)).numpy()
-
-
-def sgd_lr(batch_size, dim: int, rho: float, noise: float):
-    """Eq 1 on the ray at theta = 1 (``theory.sgd_lr`` with ``ray_truth``'s eps_max and B_noise), exact for SGD on a
-    quadratic."""
-    lam = 1 - rho + rho * dim
-    return theory.sgd_lr(np.asarray(batch_size, float), 1 / lam, noise ** 2 / lam)

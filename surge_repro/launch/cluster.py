@@ -13,7 +13,8 @@ final and the rest incomplete, and relaunching the same command submits only wha
 
 Time limits and preemption: each task is submitit-Checkpointable (``ArrayTask``). Before the limit (``signal_delay_s``)
 or when preempted, its points in training checkpoint at the end of their step and the task requeues itself (up to
-``max_num_timeout`` times for time limits); the requeued task resumes them, bit for bit (``surge_repro.checkpoint``).
+``max_num_timeout`` times for time limits); the requeued task resumes them, bit for bit
+(``surge_repro.run.checkpoint``).
 
 Packing is decided for the nodes, not for the submitting machine: with ``device=auto`` a request for GPUs
 (``gpus_per_node``, ``gpus_per_task`` or a ``gres`` with gpu) means CUDA there.
@@ -32,8 +33,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from surge_repro import checkpoint
-from surge_repro.launcher import PackedLauncher, _run_unit
+from surge_repro.launch.launcher import PackedLauncher, run_unit
+from surge_repro.run import checkpoint
 
 log = logging.getLogger("surge_repro")
 
@@ -43,7 +44,8 @@ PACKING_KEYS = ("pack", "cpu_max_batch", "memory_fraction", "points_per_task")
 class PackedSubmititLauncher(BaseSubmititLauncher):
     """hydra-submitit-launcher with surge_repro's packing: one array task per pack or chunk of points."""
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, executor: str, **params: Any) -> None:
+        self._EXECUTOR = executor  # "slurm" or "local": submitit's executor
         packing = {k: params.pop(k) for k in PACKING_KEYS if k in params}
         self.points_per_task = int(packing.pop("points_per_task", 16))
         if self.points_per_task < 1:
@@ -117,7 +119,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
     Checkpointable: on SLURM's signal (time limit near, or preemption) submitit calls ``checkpoint()``, which
     resubmits the same units, requeues the job and exits. ``checkpoint.defer_signal`` makes that wait for the end of
     the current training step, after the points in training have saved their checkpoints; the requeued task then
-    skips its finished points and resumes the others where they were (``surge_repro.checkpoint``).
+    skips its finished points and resumes the others where they were (``surge_repro.run.checkpoint``).
     """
 
     def __call__(self, units: list[list[DictConfig]], memory_fraction: float, log_file: str) -> list[list[tuple]]:
@@ -127,4 +129,4 @@ class ArrayTask(submitit.helpers.Checkpointable):
             for cfg in cfgs:
                 if cfg.threads is None and cpus:  # the CPUs SLURM gave the task, not every core of the node
                     cfg.threads = int(cpus)
-        return [_run_unit(cfgs, memory_fraction, log_file, configure=k == 0) for k, cfgs in enumerate(units)]
+        return [run_unit(cfgs, memory_fraction, log_file, configure=k == 0) for k, cfgs in enumerate(units)]

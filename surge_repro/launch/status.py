@@ -1,7 +1,7 @@
 """Where a grid stands: every point of an experiment's sweep against the store, and which ones are not final.
 
-    python -m surge_repro.status +experiment=fig2b_cnn5_fmnist_small_bs rounds=100
-    python -m surge_repro.status +experiment=quickstart 'batch=1,4'      # sweeps as on run.py's command line
+    python -m surge_repro.launch.status +experiment=fig2b_cnn5_fmnist_small_bs rounds=100
+    python -m surge_repro.launch.status +experiment=quickstart 'batch=1,4'      # sweeps as on run.py's command line
 
 It expands the sweep exactly as ``run.py -m`` does (Hydra's basic sweeper's own ``split_arguments`` on the
 experiment's ``hydra.sweeper.params`` followed by the command line, a later value of a key replacing an earlier
@@ -20,54 +20,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from surge_repro import checkpoint
-from surge_repro.config import ConfigError, compose, validate
-from surge_repro.launcher import group_jobs, with_pack_keys
+from surge_repro.config import ConfigError
 from surge_repro.point import signature
+from surge_repro.run import checkpoint
 from surge_repro.store import FINAL, STATUSES, PointDir
+from surge_repro.sweep import grid_points
 from surge_repro.tasks import DataError
 
 ORDER = STATUSES + ("missing",)
-USAGE = ("usage: python -m surge_repro.status +experiment=<name> [overrides ...]\n"
+USAGE = ("usage: python -m surge_repro.launch.status +experiment=<name> [overrides ...]\n"
          "  the same arguments as `python run.py -m`, e.g. +experiment=quickstart 'batch=1,4' paths.store=store")
-
-
-def expand(argv: Sequence[str]) -> list[list[str]]:
-    """Each job's overrides, in the order ``run.py -m`` launches them: what Hydra's basic sweeper computes from the
-    sweeper's params and the command line's task overrides (``hydra.*`` overrides configure Hydra, not jobs)."""
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(list(argv))
-    base = compose([o.input_line for o in parsed if not o.is_sweep_override()], hydra_node=True)
-    params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
-    task = [o.input_line for o in parsed if not o.is_hydra_override()]
-    (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + task), None) or [[[]]]
-    return [list(job) for job in jobs]
-
-
-def hydra_overrides(argv: Sequence[str]) -> list[str]:
-    """The command line's ``hydra.*`` overrides: they configure Hydra, and compose beside each job's."""
-    return [a for a in argv if a.split("=", 1)[0].lstrip("+~").startswith("hydra.")]
-
-
-def grid_points(argv: Sequence[str]) -> list[tuple[list[str], object]]:
-    """(job overrides, config) for every point of the sweep; one composition per group of jobs that differ only in
-    LR and seed, as the packing launcher does. Raises ConfigError on a point whose values a run refuses."""
-    jobs = expand(argv)
-    out: list = [None] * len(jobs)
-    for group in group_jobs(jobs):
-        cfg = compose(hydra_overrides(argv) + jobs[group[0]])
-        for i in group:
-            out[i] = (jobs[i], with_pack_keys(cfg, jobs[i]))
-            try:
-                validate(out[i][1])
-            except ConfigError as err:
-                raise ConfigError(f"{err} (point: {' '.join(jobs[i])})") from None
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,12 +1,12 @@
 """Per-example gradient diagnostics: the paper's Fig. 2(a) (the Theorem 3 bound pi sigma_i^2 / (2 mu_i^2)), Fig. 8
 (per-coordinate gradient distributions against a Gaussian) and McCandlish's simple noise scale B_simple.
 
-``run(cfg, steps, examples)`` trains one point of a composed config (task, model, optimizer, batch, lr) with a
-plain loop (no store, no protocol) and, at each checkpoint step, computes the gradient of every one of ``examples``
-training examples with ``torch.func`` (``functional_call`` + ``vmap(grad)``), in chunks. From them, per parameter
-coordinate i: the mean mu_i and the standard deviation sigma_i (Theorem 2's per-coordinate model,
-G_est,i ~ N(mu_i, sigma_i^2 / B)), the ratio pi sigma_i^2 / (2 mu_i^2) (Theorem 3 needs B << it for every i, Eq 13),
-B_simple = tr(Sigma) / |G|^2, and, for a few chosen coordinates, the per-example values with normality statistics.
+``run(cfg, steps, examples)`` trains one point of a composed config (task, model, optimizer, batch, lr) through the
+training loop's steps (``train.Steps``, without store or protocol) and, at each checkpoint step, computes the gradient
+of every one of ``examples`` training examples with ``torch.func`` (``functional_call`` + ``vmap(grad)``), in chunks.
+From them, per parameter coordinate i: the mean mu_i and the standard deviation sigma_i (Theorem 2's per-coordinate
+model, G_est,i ~ N(mu_i, sigma_i^2 / B)), the ratio pi sigma_i^2 / (2 mu_i^2) (Theorem 3 needs B << it for every i, Eq
+13), B_simple = tr(Sigma) / |G|^2, and, for a few chosen coordinates, the per-example values with normality statistics.
 ``reports/fig2a_fig8_gradients.py`` draws the result::
 
     python reports/fig2a_fig8_gradients.py task=fashion_mnist model=cnn5 batch=8 optimizer.lr=1e-3 --steps 0,300
@@ -70,11 +70,17 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, grad, jvp, vmap
 
+from surge_repro.analysis.gradient_stats import (
+    Moments,
+    fmt_g,
+    gradient_stats,
+    hessian_stats,
+    interval_text,
+    normality,
+)
 from surge_repro.config import build, validate
-from surge_repro.train import build_point, probe_loss, setup, train_step
-
-QUANTILES = (0.01, 0.05, 0.5)  # with the minimum: the paper's "bound" is a low quantile of the histogram
-Z95 = 1.959964  # two-sided 95% normal quantile for the Eq 14 intervals
+from surge_repro.run.engines import Single, probe_loss
+from surge_repro.run.train import Steps, setup
 
 
 def _check_model(model: torch.nn.Module) -> None:
@@ -104,93 +110,6 @@ def per_example_grads(model: torch.nn.Module, task, inputs: torch.Tensor, labels
             yield start, torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1)
     finally:
         model.train(was_training)
-
-
-@dataclass
-class Moments:
-    """Running per-coordinate count, mean and sum of squared deviations, merged chunk by chunk (Chan et al.),
-    in float64: a chunk's float32 gradients are small and a naive sum of squares loses the variance to rounding."""
-
-    n: int = 0
-    mean: torch.Tensor | None = None
-    m2: torch.Tensor | None = None
-
-    def add(self, g: torch.Tensor) -> None:
-        g = g.to(torch.float64)
-        nb = g.shape[0]
-        mb = g.mean(0)
-        m2b = ((g - mb) ** 2).sum(0)
-        if self.n == 0:
-            self.n, self.mean, self.m2 = nb, mb, m2b
-            return
-        n = self.n + nb
-        delta = mb - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2b + delta ** 2 * (self.n * nb / n)
-        self.n = n
-
-    @property
-    def var(self) -> torch.Tensor:
-        return self.m2 / (self.n - 1)  # unbiased sample variance
-
-
-def gradient_stats(mu: torch.Tensor, var: torch.Tensor, n: int) -> dict:
-    """Theorem 3 ratio quantiles and B_simple from per-coordinate means ``mu`` and unbiased variances ``var`` over
-    ``n`` examples (float64 tensors). Returns plain numbers plus the ratio arrays (numpy) for the histogram."""
-    mu, var = mu.double(), var.double()
-    dead = (var == 0) & (mu == 0)  # no gradient from any example (a dead unit): no ratio to speak of
-    with torch.no_grad():
-        ratio = math.pi * var / (2 * mu ** 2)
-        mu2_corr = mu ** 2 - var / n
-        ratio_corr = torch.where(mu2_corr > 0, math.pi * var / (2 * mu2_corr), torch.full_like(var, math.inf))
-    live = ~dead
-    r = ratio[live].cpu().numpy()
-    rc = ratio_corr[live].cpu().numpy()
-    tr_sigma = float(var.sum())
-    g2_plugin = float((mu ** 2).sum())
-    g2 = g2_plugin - tr_sigma / n
-
-    def quantiles(x: np.ndarray) -> dict:
-        # inf (a mean of exactly 0 with some variance, or a corrected mean^2 <= 0) sorts last, as the largest bound
-        if x.size == 0:
-            return {"min": None, **{f"q{int(q * 100):02d}": None for q in QUANTILES}}
-        out = {"min": float(np.min(x))}
-        for q in QUANTILES:
-            v = float(np.quantile(x, q, method="lower"))  # an actual coordinate's value, well defined with infs
-            out[f"q{int(q * 100):02d}"] = v if math.isfinite(v) else None
-        return out
-
-    return {
-        "n_examples": n, "n_params": int(mu.numel()), "n_dead": int(dead.sum()),
-        "n_infinite": int((~np.isfinite(r)).sum()), "n_infinite_corrected": int((~np.isfinite(rc)).sum()),
-        "noise_floor": math.pi * n / 2,
-        "ratio": quantiles(r), "ratio_corrected": quantiles(rc),
-        "tr_sigma": tr_sigma, "grad_norm2": g2, "grad_norm2_plugin": g2_plugin,
-        "b_simple": tr_sigma / g2 if g2 > 0 else None,
-        "b_simple_plugin": tr_sigma / g2_plugin if g2_plugin > 0 else None,
-        "_ratio": r, "_ratio_corrected": rc,
-    }
-
-
-def normality(x: np.ndarray) -> dict:
-    """Sample skewness, excess kurtosis (both 0 for a Gaussian) and the Kolmogorov-Smirnov distance to the Gaussian
-    with the sample's mean and standard deviation (Lilliefors' setting: its 5% critical value is about 0.886/sqrt(n),
-    lower than the 1.36/sqrt(n) of a fully specified Gaussian)."""
-    x = np.asarray(x, np.float64)
-    n = x.size
-    m, s = x.mean(), x.std(ddof=1)
-    if not s > 0:
-        return {"n": n, "mean": float(m), "std": float(s), "skewness": None, "excess_kurtosis": None, "ks": None,
-                "ks_crit_5pct": 0.886 / math.sqrt(n)}
-    z = np.sort((x - m) / s)
-    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
-    i = np.arange(1, n + 1)
-    ks = max(np.max(i / n - cdf), np.max(cdf - (i - 1) / n))
-    c = x - m
-    m2 = np.mean(c ** 2)
-    return {"n": n, "mean": float(m), "std": float(s), "skewness": float(np.mean(c ** 3) / m2 ** 1.5),
-            "excess_kurtosis": float(np.mean(c ** 4) / m2 ** 2 - 3), "ks": float(ks),
-            "ks_crit_5pct": 0.886 / math.sqrt(n)}
 
 
 def coordinate_names(model: torch.nn.Module) -> list[tuple[str, int]]:
@@ -293,124 +212,6 @@ def hessian_terms(hvp, means: torch.Tensor, counts: torch.Tensor, var: torch.Ten
             "Q": np.stack([sym((dk * r) @ r.T) for dk in d])}
 
 
-def _pairs(a: np.ndarray, n: np.ndarray) -> float:
-    """sum_{g != h} n_g n_h a_gh / sum_{g != h} n_g n_h: a product of two independent group means, unbiased."""
-    w = np.outer(n, n)
-    np.fill_diagonal(w, 0)
-    return float((w * a).sum() / w.sum())
-
-
-def _plugin(a: np.ndarray, n: np.ndarray) -> float:
-    """mu_hat^T A mu_hat, mu_hat the mean of all N: the plug-in, noise of the mean included."""
-    return float((np.outer(n, n) * a).sum() / n.sum() ** 2)
-
-
-def _between(a: np.ndarray, n: np.ndarray) -> float:
-    """sum_g n_g (m_g - mu_hat)^T H (m_g - mu_hat) / (M - 1): unbiased for tr(H Sigma)."""
-    return float(((n * np.diag(a)).sum() - _plugin(a, n) * n.sum()) / (len(n) - 1))
-
-
-def hessian_values(terms: dict, groups: np.ndarray, probes: np.ndarray) -> dict:
-    """The Eq 14, 16 and 1 terms from the groups and probes kept (index arrays; the jackknife leaves one out)."""
-    n = terms["counts"][groups]
-
-    def sub(a):
-        return a[np.ix_(groups, groups)]
-
-    q = sub(terms["Q"][probes].mean(0))
-    a_r = sub(terms["A_r"])
-    return {
-        "trace_h": float(terms["T"][probes].mean()),
-        "offdiag": _pairs(a_r - q, n),                   # S = sum_{i != j} r_i r_j H_ij, unbiased in r
-        "offdiag_plugin": _plugin(a_r - q, n),           # the same with r_hat
-        "r_h_r": _pairs(a_r, n),                         # r^T H r, unbiased in r, exact
-        "r_h_r_plugin": _plugin(a_r, n),                 # r_hat^T H r_hat, exact
-        "sum_mu2_over_sigma": _pairs(sub(terms["A_e"]), n),
-        "grad_norm2": _pairs(sub(terms["A_g"]), n),
-        "g_h_g": _pairs(sub(terms["A_mu"]), n),
-        "g_h_g_plugin": _plugin(sub(terms["A_mu"]), n),  # mu_hat^T H mu_hat, exact
-        "tr_h_sigma": _between(sub(terms["A_mu"]), n),
-        "tr_h_sigma_diag": float(terms["D"][probes].mean()),
-    }
-
-
-def _ratios(v: dict) -> dict:
-    """name -> (a, b): each quantity is a / b (Eq 16's eps_max: its square, Eq 41's form)."""
-    return {
-        "b_noise": (math.pi * v["trace_h"], 2 * v["offdiag"]),                        # Eq 14
-        "b_noise_plugin": (math.pi * v["trace_h"], 2 * v["offdiag_plugin"]),
-        "eps_max": (v["sum_mu2_over_sigma"] ** 2, 4 * v["trace_h"] * v["offdiag"]),    # Eq 16 = Eq 41, squared
-        "eps_max_sgd": (v["grad_norm2"], v["g_h_g"]),                                    # Eq 1
-        "b_noise_sgd": (v["tr_h_sigma"], v["g_h_g"]),
-        "b_noise_sgd_diag": (v["tr_h_sigma_diag"], v["g_h_g"]),
-    }
-
-
-def _jackknife_cov(pairs: list[tuple[float, float]]) -> np.ndarray:
-    """2 x 2 covariance of (a, b) from their leave-one-out values."""
-    x = np.asarray(pairs, np.float64)
-    d = x - x.mean(0)
-    return (len(x) - 1) / len(x) * d.T @ d
-
-
-def _rse(a: float, b: float, cov: np.ndarray) -> float | None:
-    """Relative standard error of a / b from the covariance of (a, b) (delta method)."""
-    if a * b == 0:
-        return None
-    return math.sqrt(max(cov[0, 0] / a ** 2 + cov[1, 1] / b ** 2 - 2 * cov[0, 1] / (a * b), 0.0))
-
-
-def t_quantile(dof: int, z: float = Z95) -> float:
-    """Student's t quantile matching the normal quantile z (Cornish-Fisher to 1/dof^3: within 1% for dof >= 3)."""
-    g1 = (z ** 3 + z) / 4
-    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-    return z + g1 / dof + g2 / dof ** 2 + g3 / dof ** 3
-
-
-def fieller(a: float, b: float, cov: np.ndarray, z: float = Z95) -> tuple[float | None, float | None]:
-    """Confidence set of a / b (Fieller 1954): the q with (a - q b)^2 <= z^2 var(a - q b), var from ``cov`` of
-    (a, b). Returns (lo, hi), None for an unbounded end: b not resolved from 0 leaves the side of a/b unbounded,
-    and neither a nor b resolved leaves every q."""
-    qa = b * b - z * z * cov[1, 1]
-    qb = a * b - z * z * cov[0, 1]
-    qc = a * a - z * z * cov[0, 0]
-    disc = qb * qb - qa * qc
-    if qa > 0:  # b resolved: a bounded interval around a / b
-        root = math.sqrt(max(disc, 0.0))
-        return (qb - root) / qa, (qb + root) / qa
-    if qa < 0 and disc > 0:  # two rays; keep the one with the estimate
-        r1, r2 = sorted(((qb - math.sqrt(disc)) / qa, (qb + math.sqrt(disc)) / qa))
-        return (r2, None) if b != 0 and a / b >= r2 else (None, r1)
-    return None, None
-
-
-def hessian_stats(terms: dict) -> dict:
-    """Eq 14's B_noise, Eq 16's eps_max and Eq 1's eps_max and B_noise, each {value, lo, hi, rse_probes, rse_data}
-    (about-95% Fieller interval, module docstring), and the terms they come from."""
-    groups, probes = np.arange(len(terms["counts"])), np.arange(len(terms["T"]))
-    values = hessian_values(terms, groups, probes)
-    by_probe = [_ratios(hessian_values(terms, groups, np.delete(probes, k))) for k in probes]
-    by_group = [_ratios(hessian_values(terms, np.delete(groups, g), probes)) for g in groups]
-    out = {"n_hvp": terms["n_hvp"], "n_probes": len(probes), "n_groups": len(groups), "terms": values}
-    for name, (a, b) in _ratios(values).items():
-        cov_p = _jackknife_cov([j[name] for j in by_probe])
-        cov_d = _jackknife_cov([j[name] for j in by_group])
-        # the two sources are independent: their covariances add, each widened from z to Student's t for its
-        # jackknife's degrees of freedom (M - 1 groups is few: with z, a nominal 95% covers about 90%)
-        wide = cov_p * (t_quantile(len(probes) - 1) / Z95) ** 2 + cov_d * (t_quantile(len(groups) - 1) / Z95) ** 2
-        lo, hi = fieller(a, b, wide)
-        q = a / b if b != 0 else None
-        rp, rd = _rse(a, b, cov_p), _rse(a, b, cov_d)
-        if name == "eps_max":  # the ratio is eps_max^2: its interval maps through sqrt, its relative error halves
-            q = math.sqrt(q) if q is not None and q > 0 else None
-            lo = math.sqrt(max(lo, 0.0)) if lo is not None else 0.0
-            hi = None if hi is None else math.sqrt(max(hi, 0.0))
-            rp, rd = (x / 2 if x is not None else None for x in (rp, rd))
-        out[name] = {"value": q, "lo": lo, "hi": hi, "rse_probes": rp, "rse_data": rd}
-    return out
-
-
 def measure(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor, chunk: int = 256,
             n_top: int = 3, n_random: int = 3, seed: int = 0, hessian_probes: int = 16,
             hessian_groups: int = 8) -> dict:
@@ -469,17 +270,6 @@ def measure(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Te
     return stats
 
 
-def _g(x) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
-
-
-def interval_text(q: dict) -> str:
-    """'value [lo, hi]' of a ``hessian_stats`` quantity (None ends print as -inf and inf)."""
-    lo = "-inf" if q["lo"] is None else f"{q['lo']:.3g}"
-    hi = "inf" if q["hi"] is None else f"{q['hi']:.3g}"
-    return f"{_g(q['value'])} [{lo}, {hi}]"
-
-
 @dataclass
 class Checkpoint:
     step: int
@@ -494,8 +284,9 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
     """Train the point of ``cfg`` to each of ``steps`` (sorted; 0 is the initial weights) and measure there
     (``measure``; ``hessian_probes=0`` skips the Hessian part).
 
-    The model, optimizer, scheduler and data order are built as ``train._train`` builds them (same seed, same
-    batches), so the checkpoints lie on the trajectory of the stored run of this point. The ``examples`` training
+    The point steps through the training loop's own engine and data order (``train.Steps`` on an
+    ``engines.Single``: same seed, same batches), so the checkpoints lie on the trajectory of the stored run of
+    this point (trained alone). The ``examples`` training
     examples are drawn once from ``sample_seed`` and shared by all checkpoints.
     """
     validate(cfg)
@@ -505,17 +296,18 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
     if examples < 2:
         raise ValueError(f"examples must be >= 2 (a variance needs two), got {examples}")
     device, task = setup(cfg, build(cfg.task))
-    model, optimizer, scheduler = build_point(cfg, device)
+    engine = Single(cfg, task, device)
+    model = engine.model
     _check_model(model)
     inputs, labels = task.probe(examples, sample_seed)
     if len(labels) < examples:
         log(f"the task has only {len(labels)} training examples; using all of them")
-    batches = task.batches(int(cfg.batch), cfg.seed)
+    stepper = Steps(engine, task, [int(cfg.seed)], int(cfg.batch))
     out, step, loss = [], 0, None
     t0 = time.perf_counter()
     for target in steps:
         while step < target:
-            loss = train_step(model, optimizer, scheduler, task, next(batches)).item()
+            loss = stepper.next().item()
             step += 1
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training diverged at step {step} (loss {loss}); lower optimizer.lr")
@@ -539,12 +331,12 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
             c["normality_batch_mean"] = normality(c["_batch_means"]) if idx is not None else None
         out.append(Checkpoint(step, loss, sample_loss, stats))
         r = stats["ratio"]
-        log(f"step {step}: loss {sample_loss:.4f}; pi sigma^2/(2 mu^2): min {_g(r['min'])}, 1% {_g(r['q01'])}, "
-            f"5% {_g(r['q05'])}, median {_g(r['q50'])}; B_simple {_g(stats['b_simple'])}; "
+        log(f"step {step}: loss {sample_loss:.4f}; pi sigma^2/(2 mu^2): min {fmt_g(r['min'])}, 1% {fmt_g(r['q01'])}, "
+            f"5% {fmt_g(r['q05'])}, median {fmt_g(r['q50'])}; B_simple {fmt_g(stats['b_simple'])}; "
             f"{stats['seconds']:.1f} s measuring, {time.perf_counter() - t0:.1f} s in all")
         if stats["hessian"]:
             h = stats["hessian"]
-            log(f"  Eq 14 B_noise {interval_text(h['b_noise'])} (plug-in {_g(h['b_noise_plugin']['value'])}), "
+            log(f"  Eq 14 B_noise {interval_text(h['b_noise'])} (plug-in {fmt_g(h['b_noise_plugin']['value'])}), "
                 f"Eq 16 eps_max {interval_text(h['eps_max'])}; Eq 1: B_noise {interval_text(h['b_noise_sgd'])}, "
                 f"eps_max {interval_text(h['eps_max_sgd'])}; {h['n_hvp']} HVPs, {h['seconds']:.1f} s")
     return out

@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from surge_repro.fit import NO_OPTIMUM, TargetFit  # noqa: E402
-from surge_repro.theory import LAWS  # noqa: E402
+from surge_repro.analysis.fit import NO_OPTIMUM, TargetFit  # noqa: E402
+from surge_repro.analysis.theory import LAWS  # noqa: E402
 
 DROP_LABEL = {"drop": "loss drop over K steps", "drop_at_target": "drop over K steps from the target",
               "drop_mean": "loss drop per K-step window"}  # what a drop criterion's score is, on an axis
@@ -49,7 +49,7 @@ LAW_STYLE = {"adam": dict(color="tab:orange", lw=2.2, ls="-"),
              "sgd_alpha0.5": dict(color="magenta", lw=1.6, ls=":")}
 
 
-def _is_geometric(values: np.ndarray) -> bool:
+def is_geometric(values: np.ndarray) -> bool:
     v = np.sort(np.asarray(values, float))
     if len(v) < 3 or v[0] <= 0:
         return False
@@ -57,7 +57,7 @@ def _is_geometric(values: np.ndarray) -> bool:
     return np.std(log) / np.mean(log) < np.std(lin) / np.mean(lin)
 
 
-def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+def cell_edges(values: np.ndarray, log: bool) -> np.ndarray:
     """Cell edges half-way between grid values (in log space for a log axis); never below 0 on a linear axis."""
     v = np.log(values) if log else np.asarray(values, float)
     if len(v) == 1:
@@ -85,7 +85,7 @@ def fmt_b(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _fmt_ci(value: float, ci: list[float], fmt=".3g", star: bool = False) -> str:
+def fmt_ci(value: float, ci: list[float], fmt=".3g", star: bool = False) -> str:
     """``value [lo, hi]``; ``fmt`` is a format spec or a function of a float; ``star``: the value lies on or outside
     its interval (marked *)."""
     f = fmt if callable(fmt) else (lambda v: f"{v:{fmt}}")
@@ -167,12 +167,12 @@ def _no_optimum(ax, fit: TargetFit, b: np.ndarray, color: str, top: bool, prefix
 def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: TargetFit | None = None,
                   overlay_verdict: dict | None = None, unit: str = "examples") -> None:
     b, lrs = np.asarray(fit.batch_sizes), np.asarray(fit.lrs)
-    log_b, log_lr = _is_geometric(b), _is_geometric(lrs)
+    log_b, log_lr = is_geometric(b), is_geometric(lrs)
     drop = np.asarray(fit.mean_score, float).T  # (LR, B)
     finite = drop[np.isfinite(drop)]
     vmin, vmax = (np.percentile(finite, [2, 98]) if len(finite) else (0, 1))
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # grey: no run measured a drop there
-    mesh = ax.pcolormesh(_edges(b, log_b), _edges(lrs, log_lr), np.ma.masked_invalid(drop), cmap=cmap,
+    mesh = ax.pcolormesh(cell_edges(b, log_b), cell_edges(lrs, log_lr), np.ma.masked_invalid(drop), cmap=cmap,
                          vmin=vmin, vmax=vmax, shading="flat")
     for i, j in zip(*np.where(np.isneginf(drop))):  # a run diverged inside its drop window
         ax.plot(b[j], lrs[i], marker="x", color="tab:red", ms=6, mew=1.5, ls="none")
@@ -183,12 +183,12 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
     _optima(ax, fit, b, verdict, "tab:red", "o", "optimal LR")
     _no_optimum(ax, fit, b, "tab:red", True, "")  # high and low in the column: the optima sit in between
     if overlay is not None:  # beside the chosen criterion's markers, not on them, inside the same cell
-        edges = _edges(b, log_b)
+        edges = cell_edges(b, log_b)
         shifted = b * (edges[1:] / edges[:-1]) ** 0.2 if log_b else b + 0.2 * np.diff(edges)
         _optima(ax, overlay, shifted, overlay_verdict, "tab:blue", "D", "fewest-steps LR")
         _no_optimum(ax, overlay, shifted, "tab:blue", False, "fewest steps: ")
 
-    x_edges = _edges(b, log_b)
+    x_edges = cell_edges(b, log_b)
     grid_b = _curve_grid(x_edges, log_b)
     if fit.b_noise > 0:
         for law, (label, fn) in LAWS.items():
@@ -220,7 +220,7 @@ def heatmap_panel(ax, fit: TargetFit, verdict: dict | None = None, overlay: Targ
     ax.set_xscale("log" if log_b else "linear")
     ax.set_yscale("log" if log_lr else "linear")
     ax.set_xlim(x_edges[[0, -1]])
-    ax.set_ylim(_edges(lrs, log_lr)[[0, -1]])
+    ax.set_ylim(cell_edges(lrs, log_lr)[[0, -1]])
     _batch_axis(ax.xaxis, unit)
     ax.set_ylabel("learning rate")
     handles, names = ax.get_legend_handles_labels()
@@ -271,8 +271,8 @@ def se_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
         x = np.linspace(0, (1 / e[ok]).max() * 1.05, 100)
         ax.plot(x_of(x), y_of(1 / fit.s_min - fit.b_noise * x), color="red", ls="--",  # Eq 22
                 label=f"Eq 22: slope -B_noise\nB_noise = "
-                      f"{_fmt_ci(fit.b_noise, fit.b_noise_ci, fmt_b, 'b_noise' in fit.off_interval)} {unit}\n"
-                      f"S_min = {_fmt_ci(fit.s_min, fit.s_min_ci, star='s_min' in fit.off_interval)}")
+                      f"{fmt_ci(fit.b_noise, fit.b_noise_ci, fmt_b, 'b_noise' in fit.off_interval)} {unit}\n"
+                      f"S_min = {fmt_ci(fit.s_min, fit.s_min_ci, star='s_min' in fit.off_interval)}")
     ax.set_xlabel(f"1 / E{_times(px)}   (E = {unit} to target)")
     ax.set_ylabel(f"1 / S{_times(py)}   (S = steps to target)")
     ax.set_xlim(left=0)
@@ -294,8 +294,8 @@ def theorem5_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
     whether their intervals overlap."""
     t5 = fit.theorem5
     b, top = np.asarray(t5["batch_sizes"], float), np.asarray(t5["max_drop"], float)
-    log_b = _is_geometric(b)
-    x_edges = _edges(b, log_b)
+    log_b = is_geometric(b)
+    x_edges = cell_edges(b, log_b)
     grid_b = _curve_grid(x_edges, log_b)
     ci = np.asarray(t5["max_drop_ci"], float).reshape(-1, 2)
     ok = np.isfinite(top)
@@ -325,10 +325,10 @@ def theorem5_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False,
               title_fontsize=8, title=textwrap.fill(t5["note"], 70))
     star18 = "theorem5/b_noise_eq18" in fit.off_interval
-    from_drops = _fmt_ci(b18, t5["b_noise_eq18_ci"], fmt_b, star18) if math.isfinite(b18) else "unresolved"
+    from_drops = fmt_ci(b18, t5["b_noise_eq18_ci"], fmt_b, star18) if math.isfinite(b18) else "unresolved"
     ax.set_title(f"Theorem 5 (Eq 18): the largest drop of each B\n"
                  f"B_noise from the drops {from_drops}\n"
-                 f"Eq 22's {_fmt_ci(b22, t5['b_noise_eq22_ci'], fmt_b, 'b_noise' in fit.off_interval)}: "
+                 f"Eq 22's {fmt_ci(b22, t5['b_noise_eq22_ci'], fmt_b, 'b_noise' in fit.off_interval)}: "
                  f"{t5['verdict']}", fontsize=10)
 
 
@@ -340,7 +340,7 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
     outside them is an extrapolation. The legend goes on ``legend_ax`` when given (off the data)."""
     t = np.array([f.target for f in fits])
     b_all = np.concatenate([f.batch_sizes for f in fits])
-    log = _is_geometric(np.unique(b_all))
+    log = is_geometric(np.unique(b_all))
     step = 0.012 * (np.ptp(t) or 1.0)  # the peak's markers beside B_noise's, not on top of them
     series = [(np.array([f.b_noise for f in fits]), [f.b_noise_ci for f in fits], 0.0, "o", "red",
                "B_noise (Eq 22, slope of 1/S on 1/E)"),
@@ -382,12 +382,12 @@ def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[
     rows = []
     for f, lab in zip(fits, labels or [""] * len(fits)):
         head = f"{lab}{' ' if lab else ''}{f.target:g}"
-        eq2 = _fmt_ci(f.curve["adam"]["b_noise"], f.curve["adam"]["b_noise_ci"], fmt_b,
+        eq2 = fmt_ci(f.curve["adam"]["b_noise"], f.curve["adam"]["b_noise_ci"], fmt_b,
                       "curve/adam/b_noise" in f.off_interval)
-        rows += [f"{head:<8s} Eq 22 {_fmt_ci(f.b_noise, f.b_noise_ci, fmt_b, 'b_noise' in f.off_interval):<20s}"
-                 f"peak     {_fmt_ci(f.peak_batch_size, f.peak_batch_size_ci, fmt_b)}",
+        rows += [f"{head:<8s} Eq 22 {fmt_ci(f.b_noise, f.b_noise_ci, fmt_b, 'b_noise' in f.off_interval):<20s}"
+                 f"peak     {fmt_ci(f.peak_batch_size, f.peak_batch_size_ci, fmt_b)}",
                  f"{'':<8s} Eq 2  {eq2:<20s}"
-                 f"B_simple {_fmt_ci(f.b_simple, f.b_simple_ci, fmt_b, 'b_simple' in f.off_interval)}"]
+                 f"B_simple {fmt_ci(f.b_simple, f.b_simple_ci, fmt_b, 'b_simple' in f.off_interval)}"]
     n = f"{int(np.isfinite(fits[0].steps_at_opt).sum())} B x {fits[0].n_seeds} seeds" if fits else ""
     star = "; * on or outside its own interval" if any(f.off_interval for f in fits) else ""
     ax.text(0, 1, f"target: B_noise [95% CI], in {unit}; {n}{star}\n" + "\n".join(rows) + "\n\n"
@@ -429,6 +429,6 @@ def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None 
             head += "\n" + _off_interval_line(fit)
         left.set_title(head, fontsize=10)
         right.set_title(f"peak of the optimal LR: B = "
-                        f"{_fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, fmt_b)} {unit}", fontsize=10)
+                        f"{fmt_ci(fit.peak_batch_size, fit.peak_batch_size_ci, fmt_b)} {unit}", fontsize=10)
     fig.suptitle(title, fontsize=12)
     return fig

@@ -1,6 +1,6 @@
 """The paper's estimators, as pure functions of the tidy table (``store.load_grid``), with bootstrap intervals.
 
-For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
+For one target (paper sections 3.2-3.3):
 
 1. The optimal LR of each batch size: the LR whose mean score over seeds is largest (``optimal_lr``). The score is
    the criterion's (``CRITERIA``): the paper's loss drop over the K extra steps (``drop``), the mean drop per window
@@ -20,7 +20,7 @@ For one target (paper section 3.2-3.3, ``../shared/paper.md`` section 3):
    Eq 2's B_noise is then the peak the curve's shape implies, Eq 1's the knee: a B_noise that needs no S-E
    trade-off, so it exists where Eq 22 has none (the ground truth, whose runs start at the target: S = 0), and
    a check on Eq 22 where both exist (Theorem 5 says they are the same number).
-5. Not in the paper: McCandlish's B_simple, measured during training (``surge_repro.noise_scale``) and recorded at
+5. Not in the paper: McCandlish's B_simple, measured during training (``surge_repro.run.noise_scale``) and recorded at
    each crossing: the median over the target's runs, its interval from the same bootstrap over seeds.
 6. Theorem 5 on the same runs (``_theorem5``): Eq 18, dL_opt(B) = dL_max / (1 + B_noise / B), with the largest
    mean loss drop over LR of each B as dL_opt(B), cross-fitted over two halves of the seeds to undo the selection's
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from surge_repro.theory import LAWS, law_shape
+from surge_repro.analysis.theory import LAWS, law_shape
 
 CI = (2.5, 97.5)
 WORKLOAD = ["task", "model", "optimizer", "beta1", "beta2", "k"]  # what must be the same across a fitted grid

@@ -1,6 +1,6 @@
 """The paper's measurement protocol for one run: targets, S and E, the loss drop over K extra steps, divergence.
 
-Paper section 3.1 (``../shared/paper.md`` section 2.1): every run trains from scratch at a constant LR until its
+Paper section 3.1: every run trains from scratch at a constant LR until its
 training loss reaches a target, records S (optimizer steps) and E = B * S (examples) there, trains K more steps and
 records how much the training loss fell over them. The LR with the largest fall is the optimal LR of that batch size
 (the heatmaps of Fig. 2-5), and S, E at that LR feed Eq 22. One run tracks several targets (Fig. 3 needs six).
@@ -86,7 +86,7 @@ class TargetRecord:
     loss_drop_at_target: float | None = None  # the K-step drop of a window that starts exactly at the target's level
     window_losses: list[float] = field(default_factory=list)  # probe loss at S + K, S + 2K, ... (``windows`` of them)
     loss_drop_mean: float | None = None  # mean drop per window over all windows: (loss at S - at S + WK) / W
-    # McCandlish's B_simple at S and its parts (``surge_repro.noise_scale``), set by the training loop, which sees
+    # McCandlish's B_simple at S and its parts (``surge_repro.run.noise_scale``), set by the training loop, which sees
     # the gradients: the tracker never does
     b_simple: float | None = None
     noise_trace: float | None = None

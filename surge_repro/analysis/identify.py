@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from surge_repro.fit import TargetFit
+from surge_repro.analysis.fit import MIN_SEEDS, TargetFit
 
 RESOLVED, EDGE, UNRESOLVED, NO_DATA = "resolved", "edge", "not identifiable", "no data"
 FEW_SEEDS, TIE, NOT_REACHED = "too few seeds", "tie", "not reached"
@@ -122,3 +122,51 @@ def surge_verdict(fit: TargetFit, confidence: float = CONFIDENCE) -> dict:
 def _pairs(pairs: list[tuple[float, float]], most: int = 3) -> str:
     shown = ", ".join(f"B {a:g} -> {c:g}" for a, c in pairs[:most])
     return shown + (f" and {len(pairs) - most} more" if len(pairs) > most else "")
+
+
+def b_noise_trend(fits: list[TargetFit]) -> dict | None:
+    """Does B_noise grow as training goes on (the target loss falls), as Fig. 3 claims? None for one target.
+
+    Claimed as the optimal LR's rises are (``identify``): B_noise rises when a lower target's 95% interval lies wholly
+    above a higher target's, falls when wholly below; with too few seeds for an interval (``fit.MIN_SEEDS``) neither
+    is claimed. The Spearman rank correlation of B_noise with training progress (minus the target) comes beside it,
+    as does the observed peak of the optimal LR that B_noise should predict.
+    """
+    if len(fits) < 2:
+        return None
+    order = sorted(fits, key=lambda f: -f.target)  # training order: the highest loss is reached first
+    few = sorted({f.n_seeds for f in fits if not f.interval["enough_seeds"]})
+    rises, falls = [], []
+    for i, a in enumerate(order if not few else []):  # too few seeds: no intervals to compare
+        for b in order[i + 1:]:
+            (a_lo, a_hi), (b_lo, b_hi) = a.b_noise_ci, b.b_noise_ci
+            if all(math.isfinite(x) for x in (a_lo, a_hi, b_lo, b_hi)):
+                if b_lo > a_hi:
+                    rises.append((a.target, b.target))
+                if b_hi < a_lo:
+                    falls.append((a.target, b.target))
+    est = np.array([f.b_noise for f in order])
+    ok = np.isfinite(est)
+    rank = float(np.corrcoef(np.argsort(np.argsort(-np.array([f.target for f in order])[ok])),
+                             np.argsort(np.argsort(est[ok])))[0, 1]) if ok.sum() >= 3 else math.nan
+
+    def pairs(ps: list[tuple[float, float]]) -> str:
+        return ", ".join(f"{a:g} -> {b:g}" for a, b in ps[:3]) + (f" and {len(ps) - 3} more" if len(ps) > 3 else "")
+
+    if few:
+        verdict, text = FEW_SEEDS, (f"too few seeds: B_noise has no interval at fewer than {MIN_SEEDS} seeds (here "
+                                    f"{', '.join(map(str, few))}), so no rise or fall of it across targets is claimed")
+    elif rises and not falls:
+        verdict, text = "rises as the loss falls", f"B_noise rises as the loss falls (targets {pairs(rises)})"
+    elif falls and not rises:
+        verdict, text = "falls as the loss falls", f"B_noise falls as the loss falls (targets {pairs(falls)})"
+    elif rises:
+        verdict, text = "mixed", f"B_noise both rises ({pairs(rises)}) and falls ({pairs(falls)}) as the loss falls"
+    else:
+        verdict, text = "no trend resolved", "no change of B_noise between targets is resolved (95% intervals overlap)"
+    text += f"; Spearman rank correlation with training progress {rank:.2f} over {int(ok.sum())} targets" \
+        if math.isfinite(rank) else ""
+    return {"verdict": verdict, "text": text + ".", "rises": rises, "falls": falls, "spearman": rank,
+            "targets": [f.target for f in order], "b_noise": est.tolist(), "b_noise_ci": [f.b_noise_ci for f in order],
+            "peak_batch_size": [f.peak_batch_size for f in order],
+            "peak_batch_size_ci": [f.peak_batch_size_ci for f in order]}

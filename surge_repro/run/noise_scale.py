@@ -12,7 +12,7 @@ instead of one. From them, unbiased per measurement:
 and, as McCandlish does, each is smoothed by its own moving average (bias-corrected like Adam's moments, Eq 25)
 before the ratio is taken: one measurement's |G|^2 is noisy and often negative at B << B_simple.
 
-Where: ``train.train_step`` and ``packed.Pack.train_step`` split the batch (``measured_step_gradients``) when
+Where: ``engines.train_step`` and ``engines.Pack.train_step`` split the batch (``measured_step_gradients``) when
 ``NoiseScale.due``; ``PointRun``
 keeps one ``NoiseScale`` per point, logs B_simple in metrics.jsonl and records it at each target crossing, so
 ``store.load_grid`` has a ``b_simple`` column and every report shows it beside Eq 22's B_noise and the observed peak.

@@ -10,8 +10,8 @@ The scripts in ``reports/`` are thin: each calls ``main`` here with its own file
 
 Arguments are Hydra overrides of ``conf/config.yaml``, so ``paths.store`` and the experiment names mean exactly what
 they mean to ``run.py``. Which experiments a script draws, its title and the paper's panel names come from
-``surge_repro.figures``. An experiment whose ``conf/experiment/<name>.yaml`` does not exist (yet) is still drawn from
-the store under its name. With two or more targets the figure opens with B_noise against the target loss
+``surge_repro.report.figures``. An experiment whose ``conf/experiment/<name>.yaml`` does not exist (yet) is still drawn
+from the store under its name. With two or more targets the figure opens with B_noise against the target loss
 (``b_noise_trend``: does it grow as training goes on, as Fig. 3 claims?).
 
 Each target also gets Theorem 5 (Eq 18) on the same runs (``TargetFit.theorem5``, a line of the text, a panel of the
@@ -39,16 +39,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import DictConfig
 
-from surge_repro import figures, provenance
+from surge_repro import provenance
+from surge_repro.analysis.fit import CRITERIA, CURVE_LAWS, NO_OPTIMUM, TargetFit, fit_experiment, lr_list
+from surge_repro.analysis.identify import CONFIDENCE, b_noise_trend, surge_verdict
+from surge_repro.analysis.theory import LAWS
 from surge_repro.config import CONF_DIR, compose
-from surge_repro.fit import CRITERIA, CURVE_LAWS, MIN_SEEDS, NO_OPTIMUM, TargetFit, fit_experiment, lr_list
-from surge_repro.identify import CONFIDENCE, FEW_SEEDS, surge_verdict
 from surge_repro.mirror import Mirror
-from surge_repro.plots import fmt_b, surge_figure
+from surge_repro.report import figures
+from surge_repro.report.plots import fmt_b, surge_figure
 from surge_repro.store import MixedGridsError, load_grid, one_grid, read_table, status_counts
-from surge_repro.theory import LAWS
 
-log = logging.getLogger("surge_repro.report")
+log = logging.getLogger("surge_repro.report.render")
 
 
 def plain(value):
@@ -157,54 +158,6 @@ def theorem5_line(fit: TargetFit, unit: str = "examples") -> str:
             f"Eq 22's {value(t5['b_noise_eq22'], t5['b_noise_eq22_ci'], fmt_b)} {unit}: {t5['verdict']} ({t5['note']})")
 
 
-def b_noise_trend(fits: list[TargetFit]) -> dict | None:
-    """Does B_noise grow as training goes on (the target loss falls), as Fig. 3 claims? None for one target.
-
-    Claimed as the optimal LR's rises are (``identify``): B_noise rises when a lower target's 95% interval lies wholly
-    above a higher target's, falls when wholly below; with too few seeds for an interval (``fit.MIN_SEEDS``) neither
-    is claimed. The Spearman rank correlation of B_noise with training progress (minus the target) comes beside it,
-    as does the observed peak of the optimal LR that B_noise should predict.
-    """
-    if len(fits) < 2:
-        return None
-    order = sorted(fits, key=lambda f: -f.target)  # training order: the highest loss is reached first
-    few = sorted({f.n_seeds for f in fits if not f.interval["enough_seeds"]})
-    rises, falls = [], []
-    for i, a in enumerate(order if not few else []):  # too few seeds: no intervals to compare
-        for b in order[i + 1:]:
-            (a_lo, a_hi), (b_lo, b_hi) = a.b_noise_ci, b.b_noise_ci
-            if all(math.isfinite(x) for x in (a_lo, a_hi, b_lo, b_hi)):
-                if b_lo > a_hi:
-                    rises.append((a.target, b.target))
-                if b_hi < a_lo:
-                    falls.append((a.target, b.target))
-    est = np.array([f.b_noise for f in order])
-    ok = np.isfinite(est)
-    rank = float(np.corrcoef(np.argsort(np.argsort(-np.array([f.target for f in order])[ok])),
-                             np.argsort(np.argsort(est[ok])))[0, 1]) if ok.sum() >= 3 else math.nan
-
-    def pairs(ps: list[tuple[float, float]]) -> str:
-        return ", ".join(f"{a:g} -> {b:g}" for a, b in ps[:3]) + (f" and {len(ps) - 3} more" if len(ps) > 3 else "")
-
-    if few:
-        verdict, text = FEW_SEEDS, (f"too few seeds: B_noise has no interval at fewer than {MIN_SEEDS} seeds (here "
-                                    f"{', '.join(map(str, few))}), so no rise or fall of it across targets is claimed")
-    elif rises and not falls:
-        verdict, text = "rises as the loss falls", f"B_noise rises as the loss falls (targets {pairs(rises)})"
-    elif falls and not rises:
-        verdict, text = "falls as the loss falls", f"B_noise falls as the loss falls (targets {pairs(falls)})"
-    elif rises:
-        verdict, text = "mixed", f"B_noise both rises ({pairs(rises)}) and falls ({pairs(falls)}) as the loss falls"
-    else:
-        verdict, text = "no trend resolved", "no change of B_noise between targets is resolved (95% intervals overlap)"
-    text += f"; Spearman rank correlation with training progress {rank:.2f} over {int(ok.sum())} targets" \
-        if math.isfinite(rank) else ""
-    return {"verdict": verdict, "text": text + ".", "rises": rises, "falls": falls, "spearman": rank,
-            "targets": [f.target for f in order], "b_noise": est.tolist(), "b_noise_ci": [f.b_noise_ci for f in order],
-            "peak_batch_size": [f.peak_batch_size for f in order],
-            "peak_batch_size_ci": [f.peak_batch_size_ci for f in order]}
-
-
 def _panel_labels(experiment: str, fits: list[TargetFit]) -> tuple[list[str] | None, list[str]]:
     """The paper's panel of each target, "(a)" to "(f)" where the registry gives its targets, and a note for each
     paper target the data lack."""
@@ -300,8 +253,8 @@ def compose_for(experiment: str, argv: Sequence[str]) -> DictConfig:
 
 
 def main(script: str, argv: Sequence[str] | None = None) -> int:
-    """Render the experiments that ``surge_repro.figures`` gives the report script ``script`` (a path or file name),
-    or the one named by a ``+experiment=`` override in ``argv``. Exit status 0 when at least one was drawn."""
+    """Render the experiments that ``surge_repro.report.figures`` gives the report script ``script`` (a path or file
+    name), or the one named by a ``+experiment=`` override in ``argv``. Exit status 0 when at least one was drawn."""
     argv = list(sys.argv[1:] if argv is None else argv)
     title, items = figures.by_script(script)
     command = " ".join(["python", f"reports/{Path(script).name}", *argv])

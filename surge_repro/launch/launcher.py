@@ -1,4 +1,4 @@
-"""The packing launcher: a Hydra launcher that trains the points of a multirun in packs (``surge_repro.packed``).
+"""The packing launcher: a Hydra launcher that trains the points of a multirun in units (packs or single points).
 
 Select it with ``launcher=packed`` (the default of every experiment); ``conf/launcher/packed.yaml`` lists its keys::
 
@@ -8,18 +8,18 @@ Select it with ``launcher=packed`` (the default of every experiment); ``conf/lau
 Jobs whose overrides differ only in ``optimizer.lr`` and ``seed`` (``PACK_KEYS``) form a group: one workload at one
 batch size. A group trains as packs when ``pack`` allows it (``auto``: always on a GPU; on a CPU only at batch sizes up
 to ``cpu_max_batch``, where the shared per-step overhead outweighs vmap's slower convolutions, measured in
-``reports/bench_speed.py``) and the workload allows it (``packed.why_not_packable``); otherwise its points run one
-by one. Units (packs or single points) go to ``n_jobs`` worker processes through joblib, largest first; with
-``n_jobs: 1`` they run in this process, which is what a GPU wants. Each point keeps its own store entry: the store,
-not Hydra's job directories, holds the results, and relaunching skips what is done.
+``reports/bench_speed.py``) and the workload allows it (``packing.why_not_packable``); otherwise its points run one
+by one. Units go to ``n_jobs`` worker processes through joblib, largest first, each to the one training loop
+(``surge_repro.run.train.run_points``); with ``n_jobs: 1`` they run in this process, which is what a GPU wants. Each
+point keeps its own store entry: the store, not Hydra's job directories, holds the results, and relaunching skips
+what is done.
 
-The class Hydra instantiates lives in ``hydra_plugins/surge_repro_launcher`` (Hydra only loads launchers from that
-namespace); the logic is here.
+The class Hydra instantiates is a thin one in ``hydra_plugins/surge_repro_launcher`` (Hydra only loads launchers
+from that namespace); the logic is here.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -29,38 +29,19 @@ from typing import Any, Callable, Sequence
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from surge_repro.mirror import decide
 from surge_repro.store import StoreError
+from surge_repro.sweep import PACK_KEYS, group_jobs, with_pack_keys
 
 log = logging.getLogger("surge_repro")
 
-PACK_KEYS = ("optimizer.lr", "seed")
 PACK_CHOICES = ("auto", "always", "never")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-
-
-def group_jobs(job_overrides: Sequence[Sequence[str]]) -> list[list[int]]:
-    """Indices of jobs whose overrides agree on everything but ``PACK_KEYS``, in order of first appearance."""
-    groups: dict[tuple, list[int]] = {}
-    for i, overrides in enumerate(job_overrides):
-        key = tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in PACK_KEYS))
-        groups.setdefault(key, []).append(i)
-    return list(groups.values())
-
-
-def with_pack_keys(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """A copy of ``cfg`` (composed for a job of the same group) with this job's values of ``PACK_KEYS`` set."""
-    job = copy.deepcopy(cfg)
-    keys = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in PACK_KEYS]
-    for override in OverridesParser.create().parse_overrides(keys):
-        OmegaConf.update(job, override.key_or_group, override.value(), force_add=True)
-    return job
 
 
 def check_sweep(compose_job: Callable[[Sequence[str]], DictConfig], jobs: Sequence[Sequence[str]]) -> None:
@@ -151,8 +132,8 @@ class PackedLauncher(Launcher):
         if self.pack == "never":
             return False, "hydra.launcher.pack=never"
         from surge_repro.config import build
-        from surge_repro.packed import why_not_packable
-        from surge_repro.train import device_for
+        from surge_repro.run.packing import why_not_packable
+        from surge_repro.run.train import device_for
 
         with torch.device("meta"):  # the architecture only: no memory, no initialisation cost
             model = build(cfg.model)
@@ -169,8 +150,8 @@ class PackedLauncher(Launcher):
              device_type: str | None = None) -> tuple[list[list[int]], dict[int, DictConfig], dict[int, str]]:
         """Units (lists of job indices: a pack, or one point), largest first; every job's config; and the jobs whose
         point the store already has as final, with its status (nothing to launch for them)."""
-        from surge_repro import checkpoint
         from surge_repro.point import signature
+        from surge_repro.run import checkpoint
         from surge_repro.store import FINAL, PointDir
 
         units: list[list[int]] = []
@@ -254,7 +235,7 @@ class PackedLauncher(Launcher):
         args = [([cfgs[i] for i in unit], self.memory_fraction, str(sweep_dir / f"unit-{k}.log"))
                 for k, unit in enumerate(units)]
         if workers == 1:
-            finished = ((k, _run_unit(*a, configure=False)) for k, a in enumerate(args))
+            finished = ((k, run_unit(*a, configure=False)) for k, a in enumerate(args))
         else:
             from joblib import Parallel, delayed
 
@@ -275,23 +256,20 @@ class PackedLauncher(Launcher):
 
 
 def _numbered(k: int, *args: Any) -> tuple[int, list]:
-    return k, _run_unit(*args)
+    return k, run_unit(*args)
 
 
-def _run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
+def run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
               configure: bool = True) -> list[tuple[JobStatus, Any]]:
     """Run one unit (a pack, or one point) in this process; return per job its status and return value (the
     point's status, or the exception that stopped it)."""
     if configure:  # a joblib worker starts with bare logging
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True,
                             handlers=[logging.StreamHandler(), logging.FileHandler(log_file)])
-    from surge_repro import packed, train
+    from surge_repro.run import train
 
     try:
-        if len(cfgs) == 1:
-            summaries = [train.run(cfgs[0])]
-        else:
-            summaries = packed.run_pack(cfgs, memory_fraction=memory_fraction)
+        summaries = train.run_points(cfgs, memory_fraction=memory_fraction)
         return [(JobStatus.COMPLETED, s["status"]) for s in summaries]
     except Exception as err:  # a config or data error: Hydra reports it for each job of the unit
         if train.interrupted(err) or isinstance(err, StoreError):  # a time limit, preemption, a full disk: the

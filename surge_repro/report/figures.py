@@ -17,7 +17,7 @@ from typing import Sequence
 
 from surge_repro.config import CONF_DIR, compose
 
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def by_script(script: str | Path) -> tuple[str, list[Item]]:
     """The title of a report script (a path or file name) and the items it draws without arguments."""
     name = Path(script).name
     if name not in TITLES:
-        raise KeyError(f"{name} is not in surge_repro.figures.TITLES: add it there with its items")
+        raise KeyError(f"{name} is not in surge_repro.report.figures.TITLES: add it there with its items")
     return TITLES[name], [i for i in ITEMS if i.script == name and i.default]
 
 
@@ -103,13 +103,12 @@ def item_of(experiment: str) -> Item | None:
 
 def _final_in_sweep(argv: Sequence[str], store: str, experiment: str, finals: list[dict]) -> int:
     """How many points of the sweep ``argv`` are final in the store, matched by signature as
-    ``python -m surge_repro.status`` matches them. Only jobs whose (B, LR, seed) some final point has are signed:
+    ``python -m surge_repro.launch.status`` matches them. Only jobs whose (B, LR, seed) some final point has are signed:
     signing all 12,000 points of a 100-round grid takes minutes. Where the data are not here to fingerprint (a store
     copied from a cluster), a point counts when a final point has its (B, LR, seed)."""
-    from surge_repro.launcher import group_jobs, with_pack_keys  # these import torch; the registry alone does not
     from surge_repro.point import signature
-    from surge_repro.status import expand, hydra_overrides
     from surge_repro.store import FINAL, PointDir
+    from surge_repro.sweep import expand, group_jobs, hydra_overrides, with_pack_keys
     from surge_repro.tasks import DataError
 
     have = {(int(p["batch_size"]), f"{float(p['lr']):.6g}", int(p["seed"])) for p in finals}
@@ -141,8 +140,8 @@ def sweep_status(item: Item, argv: Sequence[str] = ()) -> dict:
     configured rounds otherwise), as ``status.grid_points`` expands it; k is how many of them are final (done,
     capped, diverged) in the store.
     """
-    from surge_repro.status import expand
     from surge_repro.store import FINAL, PointDir, point_dirs
+    from surge_repro.sweep import expand
 
     store = str(compose(list(argv)).paths.store)
     summaries = [PointDir(store, item.experiment, d.name).summary() for d in point_dirs(store, item.experiment)]

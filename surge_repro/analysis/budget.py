@@ -1,8 +1,9 @@
 """A seed budget: from a pilot (a few seeds of a grid), how many seeds each batch size needs to resolve its optimum.
 
-    python -m surge_repro.budget +experiment=quickstart                       # the pilot in the store, its plan
-    python -m surge_repro.budget +experiment=fig2b_cnn5_fmnist_small_bs report.confidence=0.9 report.criterion=steps
-    python -m surge_repro.budget +experiment=X budget_for=fig2b_cnn5_fmnist_small_bs   # price another grid
+    python -m surge_repro.analysis.budget +experiment=quickstart              # the pilot in the store, its plan
+    python -m surge_repro.analysis.budget +experiment=fig2b_cnn5_fmnist_small_bs report.confidence=0.9 \
+        report.criterion=steps
+    python -m surge_repro.analysis.budget +experiment=X budget_for=fig2b_cnn5_fmnist_small_bs   # price another grid
 
 Method (``seeds_needed``): the pilot's runs are taken as the distribution of a run's outcome at each (B, LR). For a
 candidate number of seeds n, ``n_sim`` follow-ups are drawn by resampling n of the pilot's seeds with replacement
@@ -23,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from surge_repro.fit import CRITERIA, Grid, optima
+from surge_repro.analysis.fit import CRITERIA, Grid, optima
 
 CANDIDATES = tuple(2 ** k for k in range(1, 13))  # 2 .. 4096 seeds
 

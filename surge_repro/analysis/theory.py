@@ -16,7 +16,7 @@ Below them, sign descent under Gaussian per-coordinate gradients, from (mu_i, si
 - ``sign_lr``: the exact optimal LR of Theorem 2 (Eq 9); ``sign_lr_small_batch``: its linearisation (Eq 13, Eq 39);
 - ``surge_parameters``: B_noise (Eq 14), eps_max (Eq 16) and Theorem 3's regime bound (``theorem3_bound``);
 - ``sign_lr_limit``: Theorem 4's B -> inf limit (Eq 17);
-- ``su_lr``, ``su_parameters``, ``su_kappa2``: Su's mean-field variant (``../shared/paper.md`` section 1.10);
+- ``su_lr``, ``su_parameters``, ``su_kappa2``: Su's mean-field variant (J. Su, https://spaces.ac.cn/archives/10542);
 - ``curve_extrema``, ``refine_peak``: the peak and trough of a sampled curve.
 """
 
@@ -60,7 +60,7 @@ def law_shape(name: str, batch_size, b_noise: float):
 # The inputs describe one point of training: per-coordinate mean gradients mu_i and per-example standard deviations
 # sigma_i (G_est,i ~ N(mu_i, sigma_i^2 / B), Eq 34) and the Hessian H, as an (n, n) matrix or, for a diagonal H, as
 # its (n,) diagonal. A diagonal H is allowed but has no surge: Eq 14's denominator is the off-diagonal sum, so
-# B_noise = inf and Eq 9 rises monotonically (``../shared/paper.md`` section 1.5). cov(sign) is taken diagonal, as
+# B_noise = inf and Eq 9 rises monotonically (Theorem 3). cov(sign) is taken diagonal, as
 # the paper does (Eq 36). Batch sizes may be arrays; each function returns an array over them.
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -169,8 +169,8 @@ def su_kappa2(mu, sigma) -> float:
 
 
 def su_lr(batch_size, mu, h, kappa2: float) -> np.ndarray:
-    """Su's mean-field optimal LR (``../shared/paper.md`` section 1.10): Eq 9 with E[sign]_i = sign(mu_i) beta(B),
-    beta(B) = 1 / sqrt(1 + pi kappa^2 / (2B)), i.e.
+    """Su's mean-field optimal LR (J. Su, https://spaces.ac.cn/archives/10542): Eq 9 with
+    E[sign]_i = sign(mu_i) beta(B), beta(B) = 1 / sqrt(1 + pi kappa^2 / (2B)), i.e.
 
         eta*(B) = eta_max / (0.5 (beta_noise / beta + beta / beta_noise))      (``su_parameters``)
 

@@ -16,11 +16,11 @@ boundary and deleted when the point's summary is written. It holds everything th
                       relaunch resumes it in the same mode, where the same bits come out
 
 Everything in it is a tensor, a number, a string, or a list or dict of those, and it is read with
-``torch.load(weights_only=True)``: a store may be shared by many users, and a pickle that runs code on load must
-not turn write access to it into code execution for everyone who reads it. A file that is refused (another format,
-a foreign pickle) or unreadable (truncated) is a corrupt checkpoint: a warning, the file kept in attempts/, the point
-starts over. ``checkpoint.json`` beside it holds its step and mode, so that ``surge_repro.status`` reports progress
-without opening the checkpoint at all.
+``torch.load(weights_only=True)``: a store may be shared by many users, and a pickle that runs code on load must not
+turn write access to it into code execution for everyone who reads it. A file that is refused (another format, a foreign
+pickle) or unreadable (truncated) is a corrupt checkpoint: a warning, the file kept in attempts/, the point starts over.
+``checkpoint.json`` beside it holds its step and mode, so that ``surge_repro.launch.status`` reports progress without
+opening the checkpoint at all.
 
 What is not stored because it is a function of the step: the data position (each epoch's order is the next draw of
 the seed's generator, ``TensorTask.epoch_orders``; the loops replay the draws up to the step) and the LR schedule
@@ -50,8 +50,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from surge_repro.noise_scale import NoiseScale
-from surge_repro.protocol import TargetTracker
+from surge_repro.run.noise_scale import NoiseScale
+from surge_repro.run.protocol import TargetTracker
 from surge_repro.store import CHECKPOINT, CHECKPOINT_INFO, PointDir, atomic_write, disk_errors
 
 log = logging.getLogger("surge_repro")
