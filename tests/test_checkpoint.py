@@ -145,6 +145,7 @@ def test_a_point_checkpointed_in_a_pack_resumes_packed_when_relaunched_alone_and
         assert g["loss_drop"] == pytest.approx(w["loss_drop"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_from_its_periodic_checkpoint_bit_for_bit(make_cfg, tmp_path):
     # kill -9: no handler runs, so the lines written after the last checkpoint are in the files and must be cut
     args = [*TINY, *LONG[:-1], "optimizer.lr=3e-5", "checkpoint.every_s=0.3"]

@@ -5,7 +5,7 @@ the protocol, the store, the optimal-LR extraction with its bootstrap and the la
 
 The sign version (Adam (0, 0)) must recover Eq 14's B_noise within 10% and the rise-and-fall of Eq 9; the SGD
 version must recover Eq 1 and no surge. The grids take about 1.5 and 1 minute on 2 CPU cores.
-Run: ``.venv/bin/python -m pytest tests/test_ground_truth.py``.
+Run: ``.venv/bin/python -m pytest -m "slow or not slow" tests/test_ground_truth.py`` (the recovery is the slow tier).
 """
 
 import json
@@ -97,6 +97,7 @@ def store(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_sign_descent_recovers_eq14_b_noise_and_the_surge(store):
     table = load_grid(store, "ground_truth_sign")
     assert len(table) == 7 * 13 * 16 and (table["status"] == "done").all()
@@ -121,6 +122,7 @@ def test_sign_descent_recovers_eq14_b_noise_and_the_surge(store):
     assert math.isnan(fit.b_noise) and any("Eq 22" in note for note in fit.notes)
 
 
+@pytest.mark.slow
 def test_adam_00_and_signsgd_take_the_same_step(store, make_cfg):
     from surge_repro.run.train import run_points
 
@@ -133,6 +135,7 @@ def test_adam_00_and_signsgd_take_the_same_step(store, make_cfg):
         assert drop == pytest.approx(float(row["loss_drop_after_k"].iloc[0]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_sgd_recovers_eq1_and_no_surge(store):
     table = load_grid(store, "ground_truth_sgd")
     assert len(table) == 7 * 29 * 5 and (table["status"] == "done").all()
@@ -149,6 +152,7 @@ def test_sgd_recovers_eq1_and_no_surge(store):
     assert not eq2["b_noise"] < 10 * max(fit.batch_sizes)
 
 
+@pytest.mark.slow
 def test_the_report_draws_the_recovery_against_the_truth(store, tmp_path):
     import runpy
 

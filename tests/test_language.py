@@ -251,6 +251,7 @@ def packed_table(root, store, packed):
     return summaries, load_grid(store, "manual").sort_values(["lr", "target_loss"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_packed_gpt2_equals_one_by_one(shakespeare_root, tmp_path):
     summaries, packed = packed_table(shakespeare_root, tmp_path / "packed", packed=True)
     _, alone = packed_table(shakespeare_root, tmp_path / "alone", packed=False)

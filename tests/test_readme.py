@@ -142,3 +142,14 @@ def test_the_committed_quickstart_table_rebuilds_the_committed_numbers(tmp_path)
     for key in ("targets", "steps_criterion", "b_noise_trend", "points", "criterion"):
         assert rebuilt[key] == committed[key], key
 
+
+def test_ci_runs_the_readmes_test_command_and_it_runs_every_tier():
+    """The README's second command is what .ci/run runs, verbatim, and it selects both tiers (plain pytest, the fast
+    tier, deselects the slow one through pyproject's addopts)."""
+    block = README.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(lines) == 2, lines  # the quickstart, then the tests
+    command = lines[1]
+    assert command in (ROOT / ".ci" / "run").read_text()
+    assert '-m "slow or not slow"' in command
+    assert "-m 'not slow'" in (ROOT / "pyproject.toml").read_text()

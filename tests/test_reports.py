@@ -74,6 +74,7 @@ def test_the_report_says_which_criterion_it_used(tmp_path):
         render(bad, "test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_each_report_script_runs_on_a_store(tmp_path, script):
     synthetic.write_store(tmp_path / "store", "smoke", synthetic.table(seeds=2, rng=1))
@@ -83,6 +84,7 @@ def test_each_report_script_runs_on_a_store(tmp_path, script):
     assert (tmp_path / "fig" / "smoke.png").exists() and (tmp_path / "fig" / "smoke.json").exists()
 
 
+@pytest.mark.slow
 def test_a_report_without_data_says_how_to_get_it(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "reports" / "fig2_cnn5_fmnist.py"),
                           f"paths.store={tmp_path}", f"paths.figures={tmp_path / 'fig'}"],

@@ -62,6 +62,7 @@ def run_script(script: str, *argv: str) -> int:
     return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", NEW_SCRIPTS)
 def test_each_new_report_draws_its_experiments_in_their_units(tmp_path, script):
     _, items = figures.by_script(script)
@@ -121,6 +122,7 @@ def test_batch_axes_name_their_unit():
     assert any(t.get_text().endswith("M") for t in heatmap.get_xticklabels())  # 4M, not 4e6 or an offset
 
 
+@pytest.mark.slow
 def test_index_gives_done_partial_and_not_run_and_links_the_figures(tmp_path):
     store, out = tmp_path / "store", tmp_path / "fig"
     write_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw")  # the data name the points (their fingerprint)

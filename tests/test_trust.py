@@ -180,6 +180,7 @@ def test_points_run_one_by_one_start_in_the_sweeps_order_seed_outermost(make_cfg
 
 
 # ---------------------------------------------------------------------------------- failures that look like success
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["launcher=packed", "launcher=local"])
 def test_a_sweep_with_failed_points_exits_non_zero_and_names_them_all(tmp_path, launcher):
     # a model with 2 outputs on 4 classes: its loss fails on the first batch
@@ -190,11 +191,13 @@ def test_a_sweep_with_failed_points_exits_non_zero_and_names_them_all(tmp_path, 
     assert status_counts(tmp_path, "smoke") == {"failed": 2}  # kept as failed; a relaunch runs them again
 
 
+@pytest.mark.slow
 def test_a_single_failed_point_exits_non_zero(tmp_path):
     code, out = cli("run.py", *TINY, "model.num_classes=2", f"paths.store={tmp_path}")
     assert code != 0 and "error: the point failed: IndexError" in out, out
 
 
+@pytest.mark.slow
 def test_a_sweep_checks_every_point_before_any_runs_with_a_single_runs_messages(tmp_path):
     common = ["+experiment=smoke", f"paths.store={tmp_path}", f"hydra.sweep.dir={tmp_path}/mr"]
     code, out = cli("run.py", "-m", *common, "batch=0,8")
@@ -297,6 +300,7 @@ def test_stored_files_respect_the_umask_so_a_shared_store_is_readable(make_cfg, 
     assert files and {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o666 & ~mask}
 
 
+@pytest.mark.slow
 def test_status_expands_a_sweep_exactly_as_run_py_does(tmp_path):
     args = ["+experiment=smoke", "batch=8", "experiment_name=stx", f"paths.store={tmp_path}"]
     code, out = cli("run.py", "-m", *args, f"hydra.sweep.dir={tmp_path}/mr")
@@ -305,6 +309,7 @@ def test_status_expands_a_sweep_exactly_as_run_py_does(tmp_path):
     assert code == 0 and "stx: 3 points in the sweep: 2 done, 1 diverged" in out, out  # not "6 points, 3 missing"
 
 
+@pytest.mark.slow
 def test_the_store_and_status_commands_answer_bad_input_with_usage_not_tracebacks(tmp_path):
     (tmp_path / "exp").mkdir()
     code, out = cli("-m", "surge_repro.store", "--help")
