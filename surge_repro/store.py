@@ -445,6 +445,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def merge_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of several tidy tables of one experiment as one table: rounds run in different sessions or places
+    (a committed table of seeds 0-4 beside a store of seeds 5-9). A point in more than one keeps the rows of the
+    first table that has it. Whether they are one grid is ``one_grid``'s to check: a point's grid is its identity
+    less batch size, LR and seed, so rounds run with another config or data are refused, not merged."""
+    tagged = [t.assign(_table=k) for k, t in enumerate(tables) if not t.empty]
+    if not tagged:
+        return tables[0]
+    frame = pd.concat(tagged, ignore_index=True)
+    first = frame.groupby("signature", sort=False)["_table"].transform("min")
+    return frame[frame["_table"] == first].drop(columns="_table").reset_index(drop=True)
+
+
 class MixedGridsError(ValueError):
     """An experiment's points belong to more than one grid; the message names the keys that differ and the fix."""
 

@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import synthetic
 
 from surge_repro.config import compose
 from surge_repro.report.render import render
-from surge_repro.store import StoreError
+from surge_repro.store import MixedGridsError, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [ROOT / "reports" / "fig2_cnn5_fmnist.py"]  # the other scripts: tests/test_reports_all.py
@@ -91,3 +92,30 @@ def test_a_report_without_data_says_how_to_get_it(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "python run.py -m +experiment=fig2b_cnn5_fmnist_small_bs" in out.stdout
+
+
+def test_rounds_from_a_committed_table_and_a_store_fit_as_one_grid(tmp_path):
+    # seeds 0-2 were run and committed as a table in one session, seeds 3-4 run into a store in another: the report
+    # of both is the report of all five in one store; a table of another grid is refused, not merged
+    frame = synthetic.table(law="adam", b_noise=20.0, seeds=5, rng=4)
+    synthetic.write_store(tmp_path / "all", "smoke", frame)
+    whole = compose(["+experiment=smoke", f"paths.store={tmp_path / 'all'}", f"paths.figures={tmp_path / 'a'}",
+                     "report.n_boot=100"])
+    want = json.loads(render(whole, "test").with_suffix(".json").read_text())
+    synthetic.write_store(tmp_path / "early", "smoke", frame[frame.seed < 3])
+    synthetic.write_store(tmp_path / "late", "smoke", frame[frame.seed >= 3])
+    render(compose(["+experiment=smoke", f"paths.store={tmp_path / 'early'}", f"paths.figures={tmp_path / 'e'}",
+                    "report.n_boot=100"]), "test")
+    early = tmp_path / "e" / "smoke.csv.gz"
+    both = compose(["+experiment=smoke", f"paths.store={tmp_path / 'late'}", f"paths.figures={tmp_path / 'b'}",
+                    "report.n_boot=100", f"report.tables=[{early},{early}]"])  # listed twice: counted once
+    got = json.loads(render(both, "test").with_suffix(".json").read_text())
+    assert got["tables"] == [str(early), str(early)]
+    for key in ("targets", "steps_criterion", "points"):
+        assert got[key] == want[key], key
+    odd = pd.read_csv(early).assign(grid="0123456789")  # rounds of another config: another grid
+    odd.to_csv(tmp_path / "odd.csv.gz", index=False)
+    mixed = compose(["+experiment=smoke", f"paths.store={tmp_path / 'late'}", f"paths.figures={tmp_path / 'm'}",
+                     "report.n_boot=100", f"report.tables=[{tmp_path / 'odd.csv.gz'}]"])
+    with pytest.raises(MixedGridsError):
+        render(mixed, "test")

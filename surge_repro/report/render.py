@@ -47,7 +47,7 @@ from surge_repro.config import CONF_DIR, compose
 from surge_repro.mirror import Mirror
 from surge_repro.report import figures
 from surge_repro.report.plots import fmt_b, surge_figure
-from surge_repro.store import MixedGridsError, load_grid, one_grid, read_table, status_counts
+from surge_repro.store import MixedGridsError, load_grid, merge_tables, one_grid, read_table, status_counts
 
 log = logging.getLogger("surge_repro.report.render")
 
@@ -182,9 +182,12 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
         raise ValueError(f"report.criterion={criterion!r}: choose one of {', '.join(CRITERIA)}. "
                          f"Fix: report.criterion=drop")
     source = cfg.report.get("table")  # a committed tidy table stands in for the store (reports/examples)
-    where = source or f"{store}/{experiment}"
-    table = one_grid(read_table(source) if source else load_grid(store, experiment),
-                     list(cfg.report.get("select") or []), where=where)
+    added = [str(p) for p in cfg.report.get("tables") or []]  # committed tables of other rounds, beside the store
+    where = ", ".join([source or f"{store}/{experiment}", *added])
+    table = read_table(source) if source else load_grid(store, experiment)
+    if added:
+        table = merge_tables([table, *(read_table(p) for p in added)])
+    table = one_grid(table, list(cfg.report.get("select") or []), where=where)
     if table.empty:
         print(f"{experiment}: no finished runs in {where}. Run: python run.py -m +experiment={experiment}")
         return None
@@ -195,7 +198,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     steps_verdicts = [surge_verdict(f, confidence) for f in steps_fits] if steps_fits else None
     trend = b_noise_trend(fits)
     labels, label_notes = _panel_labels(experiment, fits)
-    counts = Counter(table.drop_duplicates("signature")["status"]) if source else status_counts(store, experiment)
+    counts = (Counter(table.drop_duplicates("signature")["status"]) if source or added
+              else status_counts(store, experiment))
     out_dir.mkdir(parents=True, exist_ok=True)
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
     tidy = out_dir / f"{experiment}.csv.gz"  # the rows the fit read: re-fittable without the store
@@ -207,7 +211,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     fig.savefig(png, dpi=110)
     plt.close(fig)
     payload = {
-        "experiment": experiment, "store": source or str(Path(store).resolve()), "title": title,
+        "experiment": experiment, "store": source or str(Path(store).resolve()), "tables": added, "title": title,
         "command": command, "batch_unit": unit, "notes": label_notes,
         "criterion": criterion, "criterion_means": CRITERIA[criterion], "confidence": confidence,
         "points": dict(counts), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
