@@ -146,7 +146,7 @@ def test_index_gives_done_partial_and_not_run_and_links_the_figures(tmp_path):
     page = (out / "index.html").read_text()
     row = {i.experiment: page.split(f"<code>{i.experiment}</code>", 1)[1].split("</tr>", 1)[0] for i in figures.ITEMS}
     assert f"done ({len(quick)} points)" in row["quickstart"] and len(quick) == 70
-    assert f"partial 150 of {len(small)}" in row["fig2b_cnn5_fmnist_small_bs"] and len(small) == 12 * 16 * 2
+    assert f"partial 150 of {len(small)}" in row["fig2b_cnn5_fmnist_small_bs"] and len(small) == 12 * 18 * 2
     assert f"not run (0 of {12 * 15 * 2})" in row["fig2c_cnn5_fmnist_large_bs"]
     for item in figures.ITEMS:  # the others, configured by now or not
         if item.experiment in ("quickstart", "fig2b_cnn5_fmnist_small_bs", "fig2c_cnn5_fmnist_large_bs"):
