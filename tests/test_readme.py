@@ -153,3 +153,43 @@ def test_ci_runs_the_readmes_test_command_and_it_runs_every_tier():
     assert command in (ROOT / ".ci" / "run").read_text()
     assert '-m "slow or not slow"' in command
     assert "-m 'not slow'" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_fig2b_pilot_is_its_json_table_and_budget():
+    import re
+
+    import pandas as pd
+
+    text = " ".join(section("### Fig. 2(b) from real runs", "Each experiment's file starts").split())
+    stem = EXAMPLES / "fig2b_cnn5_fmnist_small_bs"
+    numbers = json.loads(stem.with_suffix(".json").read_text())
+    points = pd.read_csv(stem.with_suffix(".csv.gz")).drop_duplicates("signature")
+    counts = points.status.value_counts()
+    assert f"{len(points)} points ({counts['done']} done, {counts['capped']} capped" in text
+    capped = points[points.status == "capped"]
+    assert f"{(capped.lr >= 8e-3).sum()} at the largest LRs" in text and f"{(capped.lr == 1e-4).sum()} at 1e-4" in text
+    seeds = sorted(points.seed.unique())
+    assert seeds == list(range(len(seeds))) and f"seeds 0-{seeds[-1]}" in text
+    assert f"{points.wall_s.sum() / 3600:.1f} CPU-core-hours" in text
+    fits = numbers["targets"] + numbers["steps_criterion"]
+    assert {f["verdict"]["verdict"] for f in fits} == {"too few seeds"} and "too few seeds.**" in text
+    steps = numbers["steps_criterion"]
+    assert not any(any(f["on_edge"]) for f in steps) and "none sits on the grid's edge" in text
+    spans = ", ".join(f"{lr(f['lr_opt'][0])} to {lr(f['lr_opt'][-1])} ({'target ' if k == 0 else ''}"
+                      f"{target(f['target'])})" for k, f in enumerate(steps))
+    assert spans.rsplit(", ", 1)[0] in text and spans.rsplit(", ", 1)[1] in text
+    negative = [sum(x < 0 for x in f["theorem5"]["max_drop"]) for f in numbers["targets"]]
+    assert (f"negative at {negative[0]} of 12 batch sizes at target {target(numbers['targets'][0]['target'])}, "
+            + ", ".join(f"{n} at {target(f['target'])}" for n, f in zip(negative[1:-1], numbers["targets"][1:-1]))
+            + f" and {negative[-1]} at {target(numbers['targets'][-1]['target'])}") in text
+    edges = [sum(f["on_edge"]) for f in numbers["targets"]]
+    assert edges[3] == edges[4] == 3 and "three batch sizes at 0.8 and three at 0.6" in text
+    totals = {}
+    for kind in ("steps", "drop"):
+        budget = (EXAMPLES / f"fig2b_cnn5_fmnist_small_bs.budget_{kind}.txt").read_text()
+        totals[kind] = [float(x) for x in re.findall(r"total: \d+ points, (\S+) core-hours", budget)]
+    s = totals["steps"]  # targets 1.5, 1.2, 1.0, 0.8, 0.6
+    low, high = [s[0], s[1], s[4]], [s[2], s[3]]
+    assert f"{min(low):.0f}-{max(low):.0f} core-hours at targets 1.5, 1.2 and 0.6" in text
+    assert f"{min(high):.0f}-{max(high):.0f} at 1.0 and 0.8" in text
+    assert f"the drop needs {min(totals['drop']):.0f}-{max(totals['drop']):.0f} core-hours" in text
