@@ -96,6 +96,7 @@ def test_a_run_stopped_by_the_signal_resumes_bit_for_bit(make_cfg, tmp_path, pre
     assert lines(point / "events.jsonl") == lines(ref / "events.jsonl")
 
 
+@pytest.mark.slow
 def test_a_pack_stopped_by_the_signal_resumes_as_the_same_pack_bit_for_bit(make_cfg, tmp_path, preempt_at):
     lrs = (1e-4, 1e-3, 2e-4)
 

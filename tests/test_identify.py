@@ -52,6 +52,7 @@ def test_an_optimum_beyond_the_grid_is_on_its_edge():
     assert verdicts(f) == [EDGE] * len(BS) and set(f.edge_side) == {"top"}
 
 
+@pytest.mark.slow
 def test_intervals_cover_the_true_optimum_at_their_stated_rate():
     covered, total = 0, 0
     for draw in range(60):

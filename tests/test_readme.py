@@ -130,6 +130,7 @@ def test_the_window_table_is_the_window_gap_json():
     assert f"{summary['compute_s']['after']:.0f} s of compute against {summary['compute_s']['before']:.0f} s" in flat
 
 
+@pytest.mark.slow
 def test_the_committed_quickstart_table_rebuilds_the_committed_numbers(tmp_path):
     # what lands is the figure, its JSON and its tidy table, never the store: the table alone must give the JSON
     from surge_repro.config import compose

@@ -85,6 +85,7 @@ def test_each_new_report_draws_its_experiments_in_their_units(tmp_path, script):
         assert numbers["b_noise_trend"]["targets"] == [3.0, 2.5]  # two targets: the summary is there
 
 
+@pytest.mark.slow
 def test_fig3_summary_recovers_b_noise_rising_as_the_loss_falls(tmp_path):
     (item,) = figures.by_script("fig3_resnet18_tinyimagenet.py")[1]
     truth = dict(zip(item.paper_targets, [30.0, 45.0, 70.0, 100.0, 150.0, 220.0]))

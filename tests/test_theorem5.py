@@ -130,6 +130,7 @@ def test_the_figure_has_a_theorem5_panel_per_target():
     assert ax.get_xscale() == "log"  # the batch sizes are geometric
 
 
+@pytest.mark.slow
 def test_render_writes_theorem5_into_the_json_the_text_and_the_figure(tmp_path, capsys):
     frame = synthetic.table(seeds=5, rng=3, drop_b_noise=20.0, drop_noise=0.002)
     synthetic.write_store(tmp_path / "store", "smoke", frame)
