@@ -79,12 +79,12 @@ from surge_repro.analysis.gradient_stats import (
     normality,
 )
 from surge_repro.config import build, validate
-from surge_repro.run.engines import Single, probe_loss
+from surge_repro.run.engines import Single, has_batch_norm, probe_loss
 from surge_repro.run.train import Steps, setup
 
 
 def _check_model(model: torch.nn.Module) -> None:
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if has_batch_norm(model):
         raise ValueError("per-example gradients of a model with BatchNorm depend on the rest of the batch; "
                          "use a model without it (model=cnn5, model=tiny_mlp)")
 

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from surge_repro.config import build
-from surge_repro.run.engines import Pack, on_meta, optimizer_class
+from surge_repro.run.engines import Pack, has_batch_norm, on_meta, optimizer_class
 
 log = logging.getLogger("surge_repro")
 
@@ -36,7 +36,7 @@ def why_not_packable(cfg: DictConfig, model: torch.nn.Module | None = None, task
         return "weight decay reads the parameters, which the unit-LR step does not see"
     if float(cfg.optimizer.get("lr_decay") or 0.0) != 0.0:
         return "Adagrad's lr_decay makes the step non-linear in the LR"
-    if model is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if model is not None and has_batch_norm(model):
         return (f"model {cfg.model.name} has BatchNorm, whose running statistics vmap cannot update per point")
     if model is not None and task is not None:
         return _vmap_trial(cfg, model, task)

@@ -74,7 +74,7 @@ def run_points(cfgs: list[DictConfig], memory_fraction: float = 0.5) -> list[dic
 
     def train_(group: list[int], packed: bool, states: list[dict] | None = None) -> None:
         summaries = train([cfgs[i] for i in group], [points[i] for i in group], [sigs[i] for i in group], task,
-                          packed=packed, states=states)
+                          device, packed=packed, states=states)
         for i, summary in zip(group, summaries):
             results[i] = summary
 
@@ -301,13 +301,13 @@ def interrupted(err: BaseException) -> bool:
     return type(err).__name__ == "UncompletedJobError"
 
 
-def train(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str], task: Task, packed: bool = False,
-          states: list[dict] | None = None) -> list[dict]:
+def train(cfgs: list[DictConfig], points: list[PointDir], sigs: list[str], task: Task, device: torch.device,
+          packed: bool = False, states: list[dict] | None = None) -> list[dict]:
     """Train these points from their start, or from ``states`` (their checkpoints, all at one step; a pack's in the
-    order of their rows), to their end; write their summaries and return them. ``packed``: one ``Pack`` engine for
-    all of them, else a ``Single`` engine for the one point."""
+    order of their rows), to their end; write their summaries and return them. ``task`` is on ``device`` already
+    (``setup``, once per call of ``run_points``). ``packed``: one ``Pack`` engine for all of them, else a ``Single``
+    engine for the one point."""
     cfg = cfgs[0]
-    device, task = setup(cfg, task)
     batch_size = int(cfg.batch)
     if not packed and len(cfgs) != 1:
         raise ValueError(f"an unpacked run trains one point, not {len(cfgs)}")
