@@ -4,7 +4,8 @@ Layout, under ``paths.store``::
 
     <experiment>/<signature>/       signature: see ``point``
         config.yaml                 the point's resolved config, written when a run starts
-        metrics.jsonl               append-only, a line per logged step: step, examples, loss, estimate, lr, wall_s
+        metrics.jsonl               append-only, a line per logged step: step, examples, loss, estimate, lr, wall_s,
+                                    probe_loss (at steps that probed: the loss the targets are read on)
         events.jsonl                append-only, as they happen: target crossings, drop windows, divergence, cap
         summary.json                written once when a run ends, atomically: status, the point, one record per
                                     target, steps, wall time, provenance
@@ -502,6 +503,17 @@ def status_counts(store: str | Path, experiment: str) -> Counter:
     return Counter(PointDir(store, experiment, d.name).status() for d in point_dirs(store, experiment))
 
 
+def experiments_in(store: Path, names: list[str]) -> list[str]:
+    """``names`` (all of the store's experiments if none), checked against what ``store`` holds (StoreError)."""
+    if not store.is_dir():
+        raise StoreError(f"{store} is not a store directory (paths.store). Fix: give the folder run.py wrote into")
+    found = sorted(p.name for p in store.iterdir() if p.is_dir() and p.name[0] not in "._")
+    unknown = [e for e in names if e not in found]
+    if unknown:
+        raise StoreError(f"no experiment {', '.join(unknown)} in {store}/; it holds: {', '.join(found) or 'none'}")
+    return list(names) or found
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -511,16 +523,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("experiments", nargs="*", help="experiments to count (default: every one in the store)")
     args = parser.parse_args(argv)
     store = Path(args.store)
-    if not store.is_dir():
-        parser.error(f"{store} is not a store directory (paths.store). Fix: give the folder run.py wrote into")
-    found = sorted(p.name for p in store.iterdir() if p.is_dir() and p.name[0] not in "._")
-    unknown = [e for e in args.experiments if e not in found]
-    if unknown:
-        parser.error(f"no experiment {', '.join(unknown)} in {store}/; it holds: {', '.join(found) or 'none'}")
+    try:
+        found = experiments_in(store, args.experiments)
+    except StoreError as err:
+        parser.error(str(err))
     if not found:
         print(f"{store}/ holds no experiments yet")
         return 0
-    for exp in args.experiments or found:
+    for exp in found:
         counts = status_counts(store, exp)
         total = sum(counts.values())
         parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])

@@ -8,32 +8,115 @@ from pathlib import Path
 
 import pytest
 
+from surge_repro import mirror
 from surge_repro.mirror import resolve_mode
 from surge_repro.point import signature
 from surge_repro.run import train
 
 
-def inspect(run_dir: Path) -> dict:
+def leet(run: Path, *args: str) -> str:
     wandb_cli = Path(sys.executable).with_name("wandb")
-    (run,) = list((run_dir / "wandb").glob("offline-run-*"))
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run)], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "WANDB_MODE": "offline"})
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", *args, str(run)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "WANDB_MODE": "offline"})
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return out.stdout
+
+
+def inspect(run_dir: Path) -> dict:
+    """The offline run's summary, config and state, as wandb itself reads them back from its run file."""
+    (run,) = list((run_dir / "wandb").glob("offline-run-*"))
+    return json.loads(leet(run, "--summary", "--json"))
+
+
+def history(run: Path) -> list[dict]:
+    """The offline run's history rows ({key: value}, with _step), read back from its run file."""
+    rows = []
+    for line in leet(run, "--json").splitlines():
+        record = json.loads(line)
+        if record.get("type") == "history":
+            rows.append(record["history"]["item"])
+    return rows
+
+
+def check_mirrored(run_dir: Path, summary: dict, experiment: str) -> list[dict]:
+    """What a W&B user must find for one point: its run id, flat per-target keys equal to summary.json's, and a
+    history with the probe loss at every probe and each target's crossing at S."""
+    record = inspect(run_dir)
+    assert record["state"] == "finished" and record["name"] == run_dir.name
+    mark = json.loads((run_dir / "mirror.json").read_text())
+    assert mark["id"] == mirror.run_id(experiment, run_dir.name) and mark["mode"] == "offline"
+    for rec in summary["targets"]:
+        key = f"target/{rec['target']:g}/"
+        assert record["summary"][key + "loss_drop"] == pytest.approx(rec["loss_drop"])
+        assert record["summary"][key + "steps"] == rec["steps"]
+        assert record["summary"][key + "examples"] == rec["examples"]
+    assert "targets" not in record["summary"]  # no list-valued key
+    (run,) = list((run_dir / "wandb").glob("offline-run-*"))
+    rows = history(run)
+    probes = [r for r in rows if "probe_loss" in r]
+    assert len(probes) == summary["probes"]  # every probe (the loss before the first step is initial_loss)
+    for rec in summary["targets"]:
+        (crossing,) = [r for r in rows if f"crossing/{rec['target']:g}" in r]
+        assert crossing["_step"] == rec["steps"] and crossing[f"crossing/{rec['target']:g}"] == rec["probe_loss"]
+    return rows
 
 
 @pytest.mark.slow
-def test_a_run_is_mirrored_offline_with_config_and_summary(make_cfg):
+def test_a_run_is_mirrored_offline_with_config_flat_keys_and_probe_history(make_cfg):
     cfg = make_cfg("logger=wandb", "logger.mode=offline", "progress.log_every=5")
     summary = train.run(cfg)
     run_dir = Path(cfg.paths.store) / cfg.experiment_name / signature(cfg)
     record = inspect(run_dir)
-    assert record["name"] == signature(cfg) and record["project"] == "surge_repro"
-    assert record["state"] == "finished"
+    assert record["project"] == "surge_repro"
     assert record["config"]["batch"] == 16 and record["config"]["optimizer.lr"] == 0.01
     assert record["summary"]["status"] == "done" and record["summary"]["steps"] == summary["steps"]
     metric_lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert record["summary"]["_step"] == json.loads(metric_lines[-1])["step"]
+    check_mirrored(run_dir, summary, cfg.experiment_name)
+
+
+@pytest.mark.slow
+def test_points_already_in_the_store_are_mirrored_once(make_cfg, capsys):
+    cfgs = [make_cfg(f"optimizer.lr={lr}") for lr in (0.01, 0.02)]  # trained without W&B
+    summaries = [train.run(cfg) for cfg in cfgs]
+    store, experiment = cfgs[0].paths.store, cfgs[0].experiment_name
+    assert mirror.main([store, experiment, "--mode", "offline"]) == 0
+    out = capsys.readouterr().out
+    assert f"{experiment}: 2 point(s) mirrored" in out and "wandb sync" in out
+    for cfg, summary in zip(cfgs, summaries):
+        run_dir = Path(store) / experiment / signature(cfg)
+        rows = check_mirrored(run_dir, summary, experiment)
+        metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["loss"] for r in rows if "loss" in r] == pytest.approx([m["loss"] for m in metrics])
+    assert mirror.main([store, experiment, "--mode", "offline"]) == 0  # idempotent: nothing new
+    assert "0 point(s) mirrored, 2 already mirrored" in capsys.readouterr().out
+    assert len(list(Path(store).glob("*/*/wandb/offline-run-*"))) == 2
+
+
+def test_summary_and_history_keys_are_flat_scalars():
+    summary = {"status": "capped", "steps": 40, "examples_seen": 640, "wall_s": 1.5, "targets": [
+        {"target": 1.0, "steps": 12, "examples": 192, "loss_drop": 0.05, "probe_loss": 0.99, "b_simple": 3.0},
+        {"target": 0.5, "steps": None, "examples": None, "loss_drop": None}]}
+    keys = mirror.summary_keys(summary)
+    assert keys["target/1/loss_drop"] == 0.05 and keys["target/1/examples"] == 192 and keys["target/1/reached"]
+    assert keys["target/0.5/steps"] is None and keys["target/0.5/reached"] is False
+    assert not any(isinstance(v, (list, dict)) for v in keys.values())
+    events = [{"event": "target", "target": 1.0, "probe_loss": 0.99},
+              {"event": "after_k", "window": 1, "target": 1.0, "probe_loss_after_k": 0.94},
+              {"event": "after_k", "window": 2, "target": 1.0, "probe_loss_after_k": 0.9}]
+    assert mirror.history_keys(events) == {"crossing/1": 0.99, "window/1": 0.94}
+    assert mirror.run_id("fig2b", "b1-lr0.0001-s0-f06be98dc2") == "fig2b-b1-lr0.0001-s0-f06be98dc2"
+    assert mirror.run_id("my/exp", "b1:x") == "my_exp-b1_x"
+
+
+def test_the_mirror_command_names_its_fixes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        mirror.main([str(tmp_path / "nowhere")])
+    assert err.value.code == 2 and "is not a store directory" in capsys.readouterr().err
+    (tmp_path / "store" / "quickstart").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        mirror.main([str(tmp_path / "store"), "fig9"])
+    assert "it holds: quickstart" in capsys.readouterr().err
 
 
 def test_a_failing_wandb_never_fails_the_run_or_loses_a_metric(make_cfg, monkeypatch):
@@ -63,8 +146,6 @@ def serve(handler_cls):
 def test_mode_auto_goes_online_only_with_credentials_and_a_server_that_answers(monkeypatch, tmp_path, caplog):
     import http.server
     import socket
-
-    from surge_repro import mirror
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -111,7 +192,8 @@ def test_wandb_breaking_mid_run_is_survived(make_cfg, monkeypatch, caplog):
 
 
 @pytest.mark.slow
-def test_the_report_logs_figure_and_numbers_to_the_experiments_group(tmp_path):
+def test_the_report_logs_figure_numbers_tables_and_artifact_to_the_experiments_group(tmp_path):
+    import pandas as pd
     import synthetic
 
     from surge_repro.config import compose
@@ -124,3 +206,21 @@ def test_the_report_logs_figure_and_numbers_to_the_experiments_group(tmp_path):
     record = inspect(tmp_path / "fig")
     assert record["name"] == "report-smoke" and record["summary"]["figure"]["_type"] == "image-file"
     assert record["summary"]["target_1.b_noise"] > 0  # the fitted numbers, flattened
+    optima = pd.read_csv(tmp_path / "fig" / "smoke.optima.csv")
+    numbers = json.loads((tmp_path / "fig" / "smoke.json").read_text())
+    drop = optima[optima.criterion == "drop"]
+    expected = [x for t in numbers["targets"] for x in t["lr_opt"]]  # the JSON keeps 6 digits
+    assert list(drop.lr_opt) == pytest.approx(expected, rel=1e-5, nan_ok=True)
+    assert set(drop.verdict) == {t["verdict"]["verdict"] for t in numbers["targets"]}
+    grid = pd.read_csv(tmp_path / "fig" / "smoke.csv.gz")
+    for key, frame, column in (("grid", grid, "loss_drop_after_k"), ("optima", optima, "lr_opt_lo")):
+        table = record["summary"][key]
+        assert table["_type"] == "table-file" and table["nrows"] == len(frame)
+        (logged,) = list((tmp_path / "fig" / "wandb").glob(f"offline-run-*/files/{table['path']}"))
+        written = json.loads(logged.read_text())  # the Table's own file, as W&B will show it
+        assert len(written["data"]) == len(frame) and written["columns"] == list(frame.columns)
+        assert column in written["columns"]
+    (run,) = list((tmp_path / "fig" / "wandb").glob("offline-run-*"))
+    artifacts = [json.loads(x) for x in leet(run, "--json").splitlines() if '"artifact"' in x]
+    manifest = json.dumps(artifacts)
+    assert "report-smoke" in manifest and all(n in manifest for n in ("smoke.json", "smoke.png", "smoke.csv.gz"))

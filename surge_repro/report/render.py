@@ -37,6 +37,7 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig
 
 from surge_repro import provenance
@@ -204,6 +205,9 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     png, js = out_dir / f"{experiment}.png", out_dir / f"{experiment}.json"
     tidy = out_dir / f"{experiment}.csv.gz"  # the rows the fit read: re-fittable without the store
     table.to_csv(tidy, index=False)
+    optima = optima_table(fits, verdicts, steps_fits, steps_verdicts)
+    flat = out_dir / f"{experiment}.optima.csv"  # one row per (criterion, target, B): the JSON's optima, flat
+    optima.to_csv(flat, index=False)
     fig = surge_figure(fits, f"{title}\n{experiment}: {sum(counts.values())} points "
                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); optimal LR by "
                              f"{criterion}", verdicts=verdicts, overlay=steps_fits,
@@ -236,15 +240,39 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
                                                                if math.isfinite(ci[0]) else ""))
     for note in label_notes:
         print(f"note: {note}")
-    print(f"figure: {png}\nnumbers: {js}\ntable: {tidy}")
+    print(f"figure: {png}\nnumbers: {js}\ntable: {tidy}\noptima: {flat}")
     mirror = Mirror(cfg.logger, group=experiment, name=f"report-{experiment}", job_type="report",
                     config={"experiment": experiment, "criterion": criterion}, directory=out_dir)
     mirror.log_image("figure", png)
+    mirror.log_table("grid", table)
+    mirror.log_table("optima", optima)
+    mirror.log_artifact(f"report-{experiment}", "report", [png, js, tidy, flat])
     mirror.finish({f"target_{f.target:g}": {"b_noise": f.b_noise, "s_min": f.s_min, "verdict": v["verdict"],
                                             "b_simple": f.b_simple, "b_noise_eq2_fit": f.curve["adam"]["b_noise"],
                                             "b_noise_eq18": f.theorem5["b_noise_eq18"], **{
         f"eps_max_{law}": e for law, e in f.eps_max.items()}} for f, v in zip(fits, verdicts)})
     return png
+
+
+def optima_table(fits: list[TargetFit], verdicts: list[dict], steps_fits: list[TargetFit] | None = None,
+                 steps_verdicts: list[dict] | None = None) -> pd.DataFrame:
+    """The optima of every (criterion, target, batch size) as one flat table: the optimal LR with its interval and
+    agreement, whether it is on the grid's edge or missing (and why), S and E there, and the target's B_noise
+    (Eq 22) and verdict. What W&B's Table and a spreadsheet need, without the JSON's nesting."""
+    rows = []
+    for group, group_verdicts in ((fits, verdicts), (steps_fits or [], steps_verdicts or [])):
+        for fit, verdict in zip(group, group_verdicts):
+            for i, b in enumerate(fit.batch_sizes):
+                lo, hi = fit.lr_opt_ci[i]
+                rows.append({
+                    "criterion": fit.criterion, "target_loss": fit.target, "batch_size": b,
+                    "lr_opt": fit.lr_opt[i], "lr_opt_lo": lo, "lr_opt_hi": hi,
+                    "agreement": fit.lr_opt_agreement[i], "on_edge": bool(fit.on_edge[i]),
+                    "edge_side": fit.edge_side[i], "no_optimum": fit.no_optimum[i],
+                    "steps_at_opt": fit.steps_at_opt[i], "examples_at_opt": fit.examples_at_opt[i],
+                    "b_noise": fit.b_noise, "b_noise_lo": fit.b_noise_ci[0], "b_noise_hi": fit.b_noise_ci[1],
+                    "n_seeds": fit.n_seeds, "verdict": verdict["verdict"]})
+    return pd.DataFrame(rows)
 
 
 def compose_for(experiment: str, argv: Sequence[str]) -> DictConfig:

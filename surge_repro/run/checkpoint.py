@@ -101,7 +101,7 @@ def check(state: dict) -> None:
     missing = {"step", "model", "optimizer", "rng", "run", "pack", "mode"} - set(state)
     if missing:
         raise ValueError(f"lacks {sorted(missing)}")
-    missing = {"tracker", "noise", "step", "wall_s", "files", "mirror_id", "resumed", "mode", "mode_changes"} - \
+    missing = {"tracker", "noise", "step", "wall_s", "files", "resumed", "mode", "mode_changes"} - \
         set(state["run"])
     if missing:
         raise ValueError(f"its run state lacks {sorted(missing)}")

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from surge_repro import provenance
 from surge_repro.config import build, validate
-from surge_repro.mirror import Mirror
+from surge_repro.mirror import Mirror, history_keys, run_id, summary_keys
 from surge_repro.point import identity, signature
 from surge_repro.run import checkpoint
 from surge_repro.run.engines import Engine, Pack, Single
@@ -206,7 +206,7 @@ class PointRun:
                 diverge_factor=proto.diverge_factor, max_steps=proto.max_steps, max_examples=proto.max_examples,
                 patience=proto.patience)
             point.begin(OmegaConf.to_yaml(resolved))
-            self.step, elapsed, mirror_id, self.resumed = 0, 0.0, None, []
+            self.step, elapsed, self.resumed = 0, 0.0, []
             self.mode, self.mode_changes = mode, []
             self.noise = NoiseScale(self.batch_size, every=int(cfg.noise_scale.every), ema=float(cfg.noise_scale.ema))
             for event in self.tracker.start_events:  # targets the initial loss already meets: S = 0
@@ -216,14 +216,14 @@ class PointRun:
             self.tracker = TargetTracker.from_state(resume["tracker"])
             self.noise = NoiseScale.from_state(resume["noise"])
             point.resume(OmegaConf.to_yaml(resolved), resume["files"])
-            self.step, elapsed, mirror_id = resume["step"], resume["wall_s"], resume["mirror_id"]
+            self.step, elapsed = resume["step"], resume["wall_s"]
             self.resumed = resume["resumed"] + [self.step]
             self.mode, self.mode_changes = resume["mode"], resume["mode_changes"]
             if mode != self.mode or mode_change:  # a device or pack-mates that could not be kept (``keep_mode``)
                 why = mode_change or f"resumed on {mode['device']}, trained on {self.mode['device']}"
                 self.mode_changes = self.mode_changes + [{"step": self.step, "mode": mode, "why": why}]
         self.mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path,
-                             resume_id=mirror_id)
+                             run_id=run_id(cfg.experiment_name, sig))
         # wall_s counts training time over all of the run's attempts, without the time this process spends in W&B
         self.start, self.mirror_start = time.perf_counter() - elapsed, Mirror.seconds
         self.last_report = time.perf_counter()
@@ -234,7 +234,7 @@ class PointRun:
     def state(self) -> dict:
         """What a checkpoint keeps of this run's bookkeeping (``resume`` takes it back)."""
         return {"tracker": self.tracker.state_dict(), "noise": self.noise.state_dict(), "step": self.step,
-                "wall_s": self.wall_s(), "files": self.point.stream_sizes(), "mirror_id": self.mirror.id,
+                "wall_s": self.wall_s(), "files": self.point.stream_sizes(),
                 "resumed": self.resumed, "mode": self.mode, "mode_changes": self.mode_changes}
 
     def wall_s(self) -> float:
@@ -250,6 +250,7 @@ class PointRun:
         """Record optimizer step ``step`` (1-based) and its minibatch loss; ``probe()`` gives the probe-set loss."""
         self.step, self.loss = step, loss
         tracker, cfg = self.tracker, self.cfg
+        probes = tracker.probes
         events = tracker.update(step, loss, probe)
         for event in events:
             if event["event"] == "target":  # B_simple where the point crossed the target, beside its S and E
@@ -258,13 +259,16 @@ class PointRun:
                 vars(tracker.records[event["target"]]).update(measured)
             self.point.append("events", event)
             _log_event(self.sig, event)
-        if events or step % cfg.progress.log_every == 0 or tracker.finished:
+        probed = tracker.probes != probes
+        if events or probed or step % cfg.progress.log_every == 0 or tracker.finished:
             record = {"step": step, "examples": step * self.batch_size, "loss": loss, "estimate": tracker.estimate,
                       "lr": lr, "wall_s": round(self.wall_s(), 3)}
+            if probed:  # the loss that defines the targets, at every probe
+                record["probe_loss"] = tracker.probe_loss
             if self.noise.measurements:
                 record["b_simple"] = self.noise.record()["b_simple"]
             self.point.append("metrics", record)
-            self.mirror.log(record, step)
+            self.mirror.log({**record, **history_keys(events)}, step)
         now = time.perf_counter()
         if self.pack is None and now - self.last_report > cfg.progress.every_s:  # a pack reports for its points
             self.last_report = now
@@ -284,7 +288,7 @@ class PointRun:
             "provenance": provenance.collect(self.device),
         }
         self.point.write_summary(summary)
-        self.mirror.finish({k: summary[k] for k in ("status", "targets", "steps", "examples_seen", "wall_s")})
+        self.mirror.finish(summary_keys(summary), mark=True)
         reached = [f"{r['target']:g}: S={r['steps']}, drop={r['loss_drop']:.4f}" for r in summary["targets"]
                    if r["measured"]]
         log.info("%s: %s after %d steps in %.1f s%s", self.sig, summary["status"], step, summary["wall_s"],
