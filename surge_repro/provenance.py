@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -61,4 +62,5 @@ def device_name(device: torch.device) -> str:
 
 
 def collect(device: torch.device) -> dict:
-    return {**code_state(), "versions": versions(), "device": device_name(device), "hostname": socket.gethostname()}
+    return {**code_state(), "versions": versions(), "device": device_name(device), "hostname": socket.gethostname(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -64,3 +64,37 @@ def test_a_sweep_over_missing_data_fails_once_at_the_start(tmp_path):
     assert code != 0
     assert "python -m surge_repro.tasks.prepare task=fashion_mnist" in log
     assert "launching" not in log.lower() and not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_gpus_gives_one_worker_per_gpu_each_pinned_to_its_own(tmp_path):
+    """On a CPU machine the workers train on the CPU, but each runs with its own CUDA_VISIBLE_DEVICES, as on a
+    machine with these GPUs: every point's provenance names the GPU its worker was pinned to."""
+    store = tmp_path / "store"
+    code, log = run("run.py", "-m", "+experiment=smoke", "batch=8,16", "device=cpu", "hydra.launcher.gpus=[3,5]",
+                    "hydra.launcher.pack=never", f"paths.store={store}", f"hydra.sweep.dir={tmp_path}/multirun")
+    assert code == 0, log
+    assert "one worker per GPU, pinned by CUDA_VISIBLE_DEVICES: 3, 5" in log and "6 of 6 points finished" in log
+    pinned = [json.loads(p.read_text())["provenance"]["cuda_visible_devices"]
+              for p in (store / "smoke").glob("*/summary.json")]
+    assert len(pinned) == 6 and set(pinned) == {"3", "5"}  # both workers trained, each on its own GPU only
+
+
+def test_gpus_names_what_this_machine_can_give(monkeypatch):
+    from surge_repro.launch.launcher import gpu_ids
+
+    assert gpu_ids([0, 3]) == ["0", "3"]  # named ids are taken as given
+    with pytest.raises(ValueError, match="name each GPU once"):
+        gpu_ids([1, 1])
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    with pytest.raises(ValueError, match=r"torch sees 0 GPU\(s\) here. Fix: leave hydra.launcher.gpus unset"):
+        gpu_ids("auto")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # an allocation's GPUs: the workers get those ids
+    assert gpu_ids("auto") == ["4", "6"] and gpu_ids(1) == ["4"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu_ids("auto") == ["0", "1"]
+    with pytest.raises(ValueError, match="ask for at most 2"):
+        gpu_ids(3)
+    with pytest.raises(ValueError, match="auto, a number of GPUs or a list"):
+        gpu_ids("all")

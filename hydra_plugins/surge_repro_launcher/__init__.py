@@ -98,6 +98,7 @@ class _Packing:
 class SurgePackedLauncherConf(_Packing):
     _target_: str = "hydra_plugins.surge_repro_launcher.SurgePackedLauncher"
     n_jobs: int = 1               # worker processes; -1 = one per CPU core
+    gpus: Any = None              # auto | n | [ids]: one worker per GPU, pinned by CUDA_VISIBLE_DEVICES (n_jobs unused)
 
 
 @dataclass

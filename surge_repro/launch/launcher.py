@@ -10,9 +10,14 @@ batch size. A group trains as packs when ``pack`` allows it (``auto``: always on
 to ``cpu_max_batch``, where the shared per-step overhead outweighs vmap's slower convolutions, measured in
 ``reports/bench_speed.py``) and the workload allows it (``packing.why_not_packable``); otherwise its points run one
 by one. Units go to ``n_jobs`` worker processes through joblib, largest first, each to the one training loop
-(``surge_repro.run.train.run_points``); with ``n_jobs: 1`` they run in this process, which is what a GPU wants. Each
-point keeps its own store entry: the store, not Hydra's job directories, holds the results, and relaunching skips
-what is done.
+(``surge_repro.run.train.run_points``); with ``n_jobs: 1`` they run in this process, which is what one GPU wants.
+With ``gpus`` set (``auto``: every visible GPU; a number: the first n; a list: those ids) there is one worker per
+GPU, pinned to it by ``CUDA_VISIBLE_DEVICES`` before it touches CUDA, and the units go to whichever worker is free::
+
+    python run.py -m +experiment=fig2c_cnn5_fmnist_large_bs hydra.launcher.gpus=auto    # 8 GPUs: 8 workers
+
+Each point keeps its own store entry: the store, not Hydra's job directories, holds the results, and relaunching
+skips what is done.
 
 The class Hydra instantiates is a thin one in ``hydra_plugins/surge_repro_launcher`` (Hydra only loads launchers
 from that namespace); the logic is here.
@@ -90,9 +95,40 @@ def _n_workers(n_jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib's meaning of -1, -2, ...
 
 
+def gpu_ids(gpus: Any) -> list[str]:
+    """The GPUs that ``hydra.launcher.gpus`` names, as ``CUDA_VISIBLE_DEVICES`` entries of the workers: ``auto``
+    every GPU this process sees, a number n the first n of them, a list those ids as given. The ids this process
+    sees are its own ``CUDA_VISIBLE_DEVICES`` entries when that is set (a SLURM allocation's GPUs), else 0, 1, ..."""
+    if not isinstance(gpus, str) and hasattr(gpus, "__len__"):  # a list, or Hydra's ListConfig of one
+        ids = [str(g) for g in gpus]
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError(f"hydra.launcher.gpus={list(gpus)}: name each GPU once. Fix: hydra.launcher.gpus=auto")
+        return ids
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = [g.strip() for g in visible.split(",") if g.strip()][:count] if visible else [str(i) for i in range(count)]
+    if gpus == "auto":
+        want = len(seen)
+    elif isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0:
+        want = gpus
+    else:
+        raise ValueError(f"hydra.launcher.gpus={gpus!r}: auto, a number of GPUs or a list of ids. "
+                         f"Fix: hydra.launcher.gpus=auto")
+    if not seen or want > len(seen):
+        raise ValueError(f"hydra.launcher.gpus={gpus} but torch sees {len(seen)} GPU(s) here. Fix: leave "
+                         f"hydra.launcher.gpus unset (null) for CPU workers (n_jobs), or ask for at most {len(seen)}")
+    return seen[:want]
+
+
+def _pin(ids) -> None:
+    """A GPU worker's initializer: take one GPU id from the shared queue and see only that GPU. CUDA reads
+    CUDA_VISIBLE_DEVICES when it starts, which in a fresh (spawned) worker is after this."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids.get()
+
+
 class PackedLauncher(Launcher):
     def __init__(self, n_jobs: int = 1, pack: str = "auto", cpu_max_batch: int = 16,
-                 memory_fraction: float = 0.5) -> None:
+                 memory_fraction: float = 0.5, gpus: Any = None) -> None:
         if pack not in PACK_CHOICES:
             raise ValueError(f"hydra.launcher.pack={pack!r}: choose one of {', '.join(PACK_CHOICES)}. "
                              f"Fix: hydra.launcher.pack=auto")
@@ -101,6 +137,7 @@ class PackedLauncher(Launcher):
                              f"Fix: hydra.launcher.memory_fraction=0.5")
         self.n_jobs, self.pack, self.cpu_max_batch = n_jobs, pack, cpu_max_batch
         self.memory_fraction = memory_fraction
+        self.gpus = gpu_ids(gpus) if gpus is not None else None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -218,8 +255,8 @@ class PackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        workers = _n_workers(int(self.n_jobs))
-        units, cfgs, final = self.plan(job_overrides, initial_job_idx, workers)
+        workers = len(self.gpus) if self.gpus else _n_workers(int(self.n_jobs))
+        units, cfgs, final = self.plan(job_overrides, initial_job_idx, workers, "cuda" if self.gpus else None)
         decide(c.logger for c in cfgs.values())  # W&B's auto mode: the server is asked once for the whole sweep
         if workers > 1:  # torch would give every worker all cores; share them out instead (threads is not identity)
             share = max(1, (os.cpu_count() or 1) // workers)
@@ -234,7 +271,10 @@ class PackedLauncher(Launcher):
 
         args = [([cfgs[i] for i in unit], self.memory_fraction, str(sweep_dir / f"unit-{k}.log"))
                 for k, unit in enumerate(units)]
-        if workers == 1:
+        if self.gpus:
+            log.info("one worker per GPU, pinned by CUDA_VISIBLE_DEVICES: %s", ", ".join(self.gpus))
+            finished = _on_gpus(self.gpus, args)
+        elif workers == 1:
             finished = ((k, run_unit(*a, configure=False)) for k, a in enumerate(args))
         else:
             from joblib import Parallel, delayed
@@ -257,6 +297,21 @@ class PackedLauncher(Launcher):
 
 def _numbered(k: int, *args: Any) -> tuple[int, list]:
     return k, run_unit(*args)
+
+
+def _on_gpus(ids: list[str], args: list[tuple]):
+    """Run the units on one spawned worker per GPU id (``_pin``); yield (unit index, outcome) as they finish."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # a forked child would inherit CUDA's state, or its absence
+    queue = context.Manager().Queue()
+    for gpu in ids:
+        queue.put(gpu)
+    with ProcessPoolExecutor(len(ids), mp_context=context, initializer=_pin, initargs=(queue,)) as pool:
+        futures = {pool.submit(run_unit, *a): k for k, a in enumerate(args)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def run_unit(cfgs: list[DictConfig], memory_fraction: float, log_file: str,
