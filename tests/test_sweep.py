@@ -25,6 +25,9 @@ def test_multirun_fills_the_store_and_a_relaunch_skips_it(tmp_path):
     assert code == 0, log
     assert "sweep of 6 points" in log and "6 of 6 points finished" in log
     assert status_counts(store, "smoke") == {"done": 4, "diverged": 2}  # the LR of 30 diverges at both B
+    sweep_log = (tmp_path / "multirun" / "sweep.log").read_text()  # n_jobs=1: the units run in this process
+    assert "6 of 6 points finished" in sweep_log and "target 1 reached" in sweep_log
+    assert "[surge_repro" in log and "[HYDRA] launching" not in log  # the suite's lines in its own format
     table = load_grid(store, "smoke")
     assert len(table) == 6 * 2 and set(table.target_loss) == {1.0, 0.8}
     assert table[table.status == "done"].reached.all()

@@ -25,9 +25,12 @@ from that namespace); the logic is here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -118,6 +121,41 @@ def gpu_ids(gpus: Any) -> list[str]:
         raise ValueError(f"hydra.launcher.gpus={gpus} but torch sees {len(seen)} GPU(s) here. Fix: leave "
                          f"hydra.launcher.gpus unset (null) for CPU workers (n_jobs), or ask for at most {len(seen)}")
     return seen[:want]
+
+
+@contextlib.contextmanager
+def sweep_log(path: Path):
+    """The suite's log lines, in its own format (not Hydra's ``[HYDRA]``), on stderr and in ``path`` (the sweep's
+    ``sweep.log``, whatever ``n_jobs`` is; worker processes also write ``unit-<k>.log``), while a sweep launches."""
+    logger = logging.getLogger("surge_repro")
+    handlers = [logging.StreamHandler(), logging.FileHandler(path)]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+    before = logger.propagate, logger.level
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate, logger.level = before
+
+
+def progress(done: int, total: int, elapsed: float) -> str:
+    """Points finished of the total, their rate and the time left at that rate."""
+    if not done or elapsed <= 0:
+        return f"{done} of {total} points finished"
+    rate = done / elapsed
+    return (f"{done} of {total} points finished ({rate * 60:.3g} points/min, about {_duration((total - done) / rate)} "
+            f"left)")
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def _pin(ids) -> None:
@@ -255,6 +293,11 @@ class PackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        with sweep_log(sweep_dir / "sweep.log"):
+            return self._launch(job_overrides, initial_job_idx, sweep_dir)
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                sweep_dir: Path) -> Sequence[JobReturn]:
         workers = len(self.gpus) if self.gpus else _n_workers(int(self.n_jobs))
         units, cfgs, final = self.plan(job_overrides, initial_job_idx, workers, "cuda" if self.gpus else None)
         decide(c.logger for c in cfgs.values())  # W&B's auto mode: the server is asked once for the whole sweep
@@ -282,16 +325,23 @@ class PackedLauncher(Launcher):
             finished = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(
                 delayed(_numbered)(k, *a) for k, a in enumerate(args))
         outcomes: dict[int, list] = {}
-        points = 0
+        points, total, start = 0, sum(map(len, units)), time.perf_counter()
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="point", desc="sweep", disable=not sys.stderr.isatty() or not total,
+                   dynamic_ncols=True)
         try:
             for k, outcome in finished:  # as units finish, in whatever order
                 outcomes[k] = outcome
                 points += len(outcome)
-                log.info("unit %d of %d finished (%d point(s)): %d of %d points finished", len(outcomes), len(units),
-                         len(outcome), points, sum(map(len, units)))
+                bar.update(len(outcome))
+                log.info("unit %d of %d finished (%d point(s)): %s", len(outcomes), len(units), len(outcome),
+                         progress(points, total, time.perf_counter() - start))
         except StoreError as err:  # every next point would fail the same way: stop, keep what is done
             raise SystemExit(f"error: {err}\nThe sweep stopped after {points} of {sum(map(len, units))} point(s); "
                              f"relaunch the same command once the store can be written.") from err
+        finally:
+            bar.close()
         return self.returns(units, [outcomes[k] for k in range(len(units))], final, job_overrides, sweep_dir)
 
 
