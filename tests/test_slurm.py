@@ -86,10 +86,12 @@ def reference(tmp_path_factory):
 
 
 def test_a_grid_is_one_job_array_of_packs_and_chunks_and_matches_local(tmp_path, reference):
-    code, log = sweep(tmp_path, tmp_path / "store", "launcher=slurm", "hydra.launcher.points_per_task=2")
+    code, log = sweep(tmp_path, tmp_path / "store", "launcher=slurm", "hydra.launcher.points_per_task=2",
+                      "hydra.launcher.progress_every_s=2")
     assert code == 0, log
     # B=8: one pack of 3 LRs; B=32: 3 single points in chunks of 2 -> 1 + 2 array tasks
     assert "submitted 6 job(s) as 3 array task(s) of slurm job" in log
+    assert "points finished (" in log and "left); array tasks: " in log  # progress while it waits (1e-5: ~20 s)
     job = log.split("of slurm job ")[1].split()[0]
 
     def states():
@@ -201,3 +203,37 @@ def test_scontrol_requeue_mid_sweep_resumes_the_cut_points_bit_for_bit(tmp_path,
     assert proc.returncode == 0, log
     assert resumed(store)
     pd.testing.assert_frame_equal(table(store), reference, check_exact=True)
+
+
+def test_a_dry_run_prints_the_plan_and_submits_nothing(tmp_path):
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    code, log = sweep(tmp_path, tmp_path / "store", "launcher=slurm", "hydra.launcher.points_per_task=2",
+                      "hydra.launcher.dry_run=true", "hydra.launcher.partition=debug")
+    assert code == 0, log
+    assert "slurm job array: 3 task(s) (1 pack(s), 2 chunk(s) of up to 2 single points), 6 point(s), 1-3 per task" \
+        in log
+    assert "each task asks for: partition=debug, timeout_min=60, cpus_per_task=1, mem_gb=4" in log
+    assert "task 0: pack of 3 point(s), B=8" in log and "task 1: chunk of 2 point(s), B=32\n" in log
+    assert "dry run (hydra.launcher.dry_run=true): nothing submitted" in log
+    assert not (tmp_path / "store").exists() and not (tmp_path / "mr" / ".submitit").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_a_launch_that_does_not_wait_returns_and_status_follows_the_array(tmp_path):
+    store = tmp_path / "store"
+    start = time.time()
+    code, log = sweep(tmp_path, store, "launcher=slurm", "hydra.launcher.wait=false")
+    assert code == 0, log
+    assert time.time() - start < 60 and "not waiting (hydra.launcher.wait=false)" in log
+    job = log.split("squeue -j ")[1].split()[0]
+    assert (store / "smoke" / ".slurm" / f"{job}.json").exists()
+    status = [sys.executable, "-m", "surge_repro.launch.status", *SLOW, f"paths.store={store}"]
+    out = subprocess.run(status, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and f"SLURM (job {job}): of the " in out.stdout, out.stdout + out.stderr
+    assert any(f"in {s} tasks" in out.stdout for s in ("pending", "running", "completing", "completed"))
+
+    def final() -> bool:
+        return subprocess.run(status, cwd=ROOT, capture_output=True, text=True, timeout=120).returncode == 0
+
+    assert wait_for(final, 300, every=5)  # the array trains every point while nobody waits for it
+    assert sum(status_counts(store, "smoke").values()) == 6

@@ -101,3 +101,12 @@ def test_gpus_names_what_this_machine_can_give(monkeypatch):
         gpu_ids(3)
     with pytest.raises(ValueError, match="auto, a number of GPUs or a list"):
         gpu_ids("all")
+
+
+def test_sacct_lines_give_each_array_tasks_state():
+    from surge_repro.launch.status import task_states
+
+    lines = "57_0|COMPLETED\n57_1|CANCELLED by 0\n57_[2-4,7%256]|PENDING\n57_5|RUNNING\n58|COMPLETED\n"
+    assert task_states(lines) == {("57", 0): "COMPLETED", ("57", 1): "CANCELLED", ("57", 2): "PENDING",
+                                  ("57", 3): "PENDING", ("57", 4): "PENDING", ("57", 7): "PENDING",
+                                  ("57", 5): "RUNNING"}

@@ -104,6 +104,9 @@ class SurgePackedLauncherConf(_Packing):
 @dataclass
 class _ClusterPacking(_Packing):
     points_per_task: int = 16     # single (unpacked) points per array task; a pack is always one task
+    wait: bool = True             # false: submit, print the job id and the status command, return
+    dry_run: bool = False         # true: print the array's plan (tasks, points, resources), submit nothing
+    progress_every_s: float = 300  # while waiting: points final, rate, time left and task states this often
 
 
 @dataclass

@@ -8,13 +8,18 @@ experiment's ``hydra.sweeper.params`` followed by the command line, a later valu
 one), checks every point's values as a run would (``config.validate``), computes each point's signature, and prints
 per status (done, capped, diverged, failed, corrupt, incomplete, running, missing) how many points are in it, then
 the points that a relaunch of the same command would run, with the overrides that name them and the step of their
-checkpoint if they have one (from ``checkpoint.json``: nothing in the store is unpickled). Exit status 0 when every
+checkpoint if they have one (from ``checkpoint.json``: nothing in the store is unpickled). Points submitted to SLURM
+(``launcher=slurm`` records each submission in ``<experiment>/.slurm/``) are joined with ``sacct``: the state of the
+array task that trains each point not yet final (pending, running, failed, timeout, ...). Exit status 0 when every
 point is final, 1 otherwise, 2 for a command line or store it cannot use. ``python -m surge_repro.store`` counts what
 the store holds without a sweep to compare with.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -33,6 +38,55 @@ from surge_repro.tasks import DataError
 ORDER = STATUSES + ("missing",)
 USAGE = ("usage: python -m surge_repro.launch.status +experiment=<name> [overrides ...]\n"
          "  the same arguments as `python run.py -m`, e.g. +experiment=quickstart 'batch=1,4' paths.store=store")
+
+
+def slurm_states(store: Path, experiment: str, signatures: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Signature -> (job id, state of the array task that trains it) for the points that the latest SLURM
+    submission recorded in the store names (``sacct``, then ``squeue``); empty without records or without SLURM."""
+    latest: dict[str, tuple[str, int]] = {}
+    records = sorted((store / experiment / ".slurm").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    for path in records:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("executor") == "slurm":
+            latest.update({sig: (str(rec["job_id"]), int(k)) for sig, k in rec["points"].items()})
+    wanted = {sig: latest[sig] for sig in signatures if sig in latest}
+    if not wanted or shutil.which("sacct") is None:
+        return {}
+    jobs = ",".join(sorted({job for job, _ in wanted.values()}))
+    states: dict[tuple[str, int], str] = {}
+    # accounting learns of a job a moment after its submission; the queue knows at once, so it has the last word
+    for cmd in (["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", jobs],
+                ["squeue", "-h", "-r", "-o", "%i|%T", "-j", jobs]):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0:
+            states.update(task_states(out.stdout))
+    return {sig: (job, states.get((job, k), "UNKNOWN")) for sig, (job, k) in wanted.items()}
+
+
+def task_states(sacct: str) -> dict[tuple[str, int], str]:
+    """(job id, array index) -> state, from ``sacct -P -o JobID,State`` lines such as ``57_3|RUNNING``,
+    ``57_[4-9,12%256]|PENDING`` (tasks not started yet) or ``57_1|CANCELLED by 0``."""
+    out = {}
+    for line in sacct.splitlines():
+        if "|" not in line or "_" not in line.split("|", 1)[0]:
+            continue
+        job_task, state = line.split("|", 1)
+        job, task = job_task.split("_", 1)
+        state = state.split()[0] if state.split() else "UNKNOWN"
+        if task.startswith("["):
+            for part in task.strip("[]").split("%")[0].split(","):
+                first, _, last = part.partition("-")
+                for k in range(int(first), int(last or first) + 1):
+                    out[job, k] = state
+        elif task.isdigit():
+            out[job, int(task)] = state
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{name}: {len(points)} points in the sweep: "
           + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s]))
     todo = [(s, o, d) for s, (o, _), d in zip(statuses, points, dirs) if s not in FINAL]
+    if todo and store is not None:
+        joined = slurm_states(store, name, [d.path.name for _, _, d in todo])
+        if joined:
+            by_state = Counter(state for _, state in joined.values())
+            jobs = sorted({job for job, _ in joined.values()})
+            print(f"SLURM (job {', '.join(jobs)}): of the {len(todo)} points not final, "
+                  + ", ".join(f"{n} in {s.lower()} tasks" for s, n in sorted(by_state.items())))
     shared = set.intersection(*(set(o) for o, _ in points)) if points else set()  # the command's own: not repeated
     for status, overrides, point in todo[:20]:
         step = checkpoint.step_of(point) if status in ("incomplete", "running") else None
