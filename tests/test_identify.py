@@ -34,6 +34,20 @@ def test_low_noise_resolves_every_optimum_and_supports_the_surge():
     assert "rise and fall supported" in v["text"]
 
 
+def test_a_dip_inside_a_rise_is_not_called_a_surge():
+    """Optima that rise, dip at one B and rise again hold a resolved rise-then-fall pair, but Eq 2 has one peak."""
+    import pandas as pd
+
+    kw = dict(law="sgd_alpha1", b_noise=20.0, lrs=LRS, seeds=5, drop_noise=0.002, rng=0)
+    rising = synthetic.table(eps_max=1e-3, batch_sizes=[1.0, 4.0, 100.0, 400.0], **kw)
+    dip = synthetic.table(eps_max=1e-4, batch_sizes=[20.0], **kw)  # a tenth of the rising law's optimum at B = 20
+    f = fit_target(Grid.from_table(pd.concat([rising, dip], ignore_index=True), 1.0), n_boot=300)
+    assert verdicts(f) == [RESOLVED] * len(BS)
+    v = surge_verdict(f)
+    assert (4.0, 20.0) in v["falls"] and (20.0, 100.0) in v["rises"] and (1.0, 4.0) in v["rises"]
+    assert v["verdict"] == "not single-peaked" and "falls (B 4 -> 20) and then rises again (B 20 -> 100)" in v["text"]
+
+
 def test_a_saturating_law_shows_a_rise_and_no_fall():
     v = surge_verdict(fit(noise=0.002, law="sgd_alpha1"))
     assert v["verdict"] == "rise only" and not v["falls"]

@@ -35,7 +35,8 @@ def test_render_writes_figure_and_numbers_that_recover_the_truth(tmp_path):
     assert json.dumps(numbers).count("NaN") == 0  # strict JSON
     assert numbers["criterion"] == "drop" and "loss drop" in numbers["criterion_means"]
     verdict = fit["verdict"]
-    assert verdict["verdict"] in ("surge supported", "rise only", "fall only", "no trend resolved")
+    assert verdict["verdict"] in ("surge supported", "not single-peaked", "rise only", "fall only",
+                                  "no trend resolved")
     assert len(verdict["per_batch"]) == len(fit["batch_sizes"]) == len(fit["lr_opt_dist"])
     assert all(abs(sum(d) - 1) < 1e-6 for d in fit["lr_opt_dist"])  # the bootstrap distribution of each optimum
     assert set(fit["law_band"]) == {"adam", "sgd_alpha1", "sgd_alpha0.5"}

@@ -88,8 +88,11 @@ def surge_verdict(fit: TargetFit, confidence: float = CONFIDENCE) -> dict:
                 rises.append((b[i], b[j]))
             if bounds[i][0] > bounds[j][1]:
                 falls.append((b[i], b[j]))
-    # a surge: a rise into some B, then a fall out of it or of a larger B
+    # a surge: a rise into some B, then a fall out of it or of a larger B. Eq 2 has one peak: a resolved fall
+    # followed by a resolved rise (out of the fall's end or a larger B) is a valley, which no Eq 2 curve makes, so a
+    # rise-fall pair beside a valley is a wiggle of the optima, not the surge
     surge = any(rj <= fi for (_, rj) in rises for (fi, _) in falls)
+    valleys = [(f, r) for f in falls for r in rises if f[1] <= r[0]]
     counts = {k: v.count(k) for k in STATES}
     head = (f"{counts[RESOLVED]} of {len(b)} batch sizes resolved (optimum within one grid step in >= "
             f"{confidence:.0%} of replicates), {counts[EDGE]} on the grid's edge, {counts[UNRESOLVED]} not "
@@ -100,6 +103,12 @@ def surge_verdict(fit: TargetFit, confidence: float = CONFIDENCE) -> dict:
         text = (f"no rise, fall or surge of the optimal LR is claimed: {fit.n_seeds} seed(s) give "
                 f"{fit.interval['distinct_resamples']} distinct bootstrap resamples, and an interval needs at least "
                 f"{fit.interval['min_seeds']} seeds")
+    elif valleys:
+        label = "not single-peaked"
+        (f, r), more = valleys[0], len(valleys) - 1
+        text = (f"the optimal LR falls (B {f[0]:g} -> {f[1]:g}) and then rises again (B {r[0]:g} -> {r[1]:g})"
+                + (f", and {more} more such pair(s)" if more else "") + ": a valley, which no Eq 2 curve has, so no "
+                f"surge is claimed (rises: {_pairs(rises)}; falls: {_pairs(falls)})")
     elif surge:
         label = "surge supported"
         text = f"rise and fall supported: the optimal LR rises ({_pairs(rises)}) and then falls ({_pairs(falls)})"
