@@ -131,17 +131,23 @@ def test_the_window_table_is_the_window_gap_json():
 
 
 @pytest.mark.slow
-def test_the_committed_quickstart_table_rebuilds_the_committed_numbers(tmp_path):
+@pytest.mark.parametrize("experiment", ["quickstart", "fig2b_cnn5_fmnist_small_bs", "fig2c_cnn5_fmnist_large_bs"])
+def test_a_committed_table_rebuilds_the_committed_numbers(tmp_path, experiment):
     # what lands is the figure, its JSON and its tidy table, never the store: the table alone must give the JSON
     from surge_repro.config import compose
     from surge_repro.report.render import render
 
-    cfg = compose(["+experiment=quickstart", f"paths.figures={tmp_path}",
-                   f"report.table={EXAMPLES / 'quickstart.csv.gz'}"])
+    if not (EXAMPLES / f"{experiment}.json").exists():
+        pytest.skip(f"{experiment} has no committed results yet")
+    cfg = compose([f"+experiment={experiment}", f"paths.figures={tmp_path}",
+                   f"report.table={EXAMPLES / f'{experiment}.csv.gz'}"])
     rebuilt = json.loads(render(cfg, "test").with_suffix(".json").read_text())
-    committed = json.loads((EXAMPLES / "quickstart.json").read_text())
+    committed = json.loads((EXAMPLES / f"{experiment}.json").read_text())
     for key in ("targets", "steps_criterion", "b_noise_trend", "points", "criterion"):
         assert rebuilt[key] == committed[key], key
+    optima = (EXAMPLES / f"{experiment}.optima.csv")
+    if optima.exists():
+        assert (tmp_path / optima.name).read_text() == optima.read_text()
 
 
 def test_ci_runs_the_readmes_test_command_and_it_runs_every_tier():
