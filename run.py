@@ -12,20 +12,14 @@ task function takes one config, and a pack is many. Either way every point train
 """
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from surge_repro.run import train
+from surge_repro.cli import train_point
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    summary = train.run(cfg)
-    if summary["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:  # a sweep's exit: its sweeper's
-        raise SystemExit(f"error: the point failed: {summary['error']}\nIts files are kept in the store; running "
-                         f"the same command again runs it again.")
-    return summary["status"]
+    return train_point(cfg)  # installed, ``surge-run`` is the same command
 
 
 if __name__ == "__main__":

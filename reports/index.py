@@ -22,7 +22,7 @@ from pathlib import Path
 
 from surge_repro import provenance
 from surge_repro.analysis.theory import LAWS
-from surge_repro.config import compose
+from surge_repro.config import compose, overrides_help, print_cfg, without_flags
 from surge_repro.report import figures, render
 from surge_repro.report.plots import fmt_b
 
@@ -107,6 +107,10 @@ def status_table(rows: list[tuple[figures.Item, dict, Path | None, str | None]],
 
 
 def main(argv: list[str]) -> int:
+    if overrides_help(argv, "python reports/index.py", __doc__):
+        return 0
+    if print_cfg(argv, compose(without_flags(argv))):
+        return 0
     if any(a.startswith("+experiment=") for a in argv):
         print("reports/index.py draws every experiment of surge_repro.report.figures.ITEMS; for one, run its report "
               "script")

@@ -82,6 +82,9 @@ def compare(before: pd.DataFrame, after: pd.DataFrame) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: python reports/window_gap.py <store before> <store after> [experiment]\n\n{__doc__.strip()}")
+        return 0
     if len(argv) not in (2, 3):
         print(__doc__.strip().splitlines()[-3], file=sys.stderr)
         return 2

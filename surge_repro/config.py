@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ at the top of the repository links here
 
 
 class ConfigError(ValueError):
@@ -102,3 +102,28 @@ def validate(cfg: DictConfig) -> None:
     device = str(_get(cfg, "device"))
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}. Fix: device=auto")
+
+
+HELP = ("Arguments are Hydra overrides of conf/config.yaml (the same as run.py's): +experiment=<name>, "
+        "paths.store=..., report.criterion=steps, ...; --cfg prints the composed config and exits.")
+
+
+def overrides_help(argv: Sequence[str], prog: str, doc: str | None) -> bool:
+    """Print ``prog``'s help (its docstring, which holds its examples, and how arguments are read) when ``argv``
+    asks for it; True when it did."""
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    print(f"usage: {prog} [overrides ...] [--cfg]\n\n{(doc or '').strip()}\n\n{HELP}")
+    return True
+
+
+def print_cfg(argv: Sequence[str], cfg: DictConfig) -> bool:
+    """With ``--cfg`` in ``argv``, print ``cfg`` as YAML; True when it did."""
+    if "--cfg" not in argv:
+        return False
+    print(OmegaConf.to_yaml(cfg))
+    return True
+
+
+def without_flags(argv: Sequence[str]) -> list[str]:
+    return [a for a in argv if a != "--cfg"]

@@ -288,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from surge_repro.config import CONF_DIR
-    from surge_repro.store import FINAL, PointDir, StoreError, experiments_in, point_dirs
+    from surge_repro.store import (
+        FINAL,
+        PointDir,
+        StoreError,
+        experiments_in,
+        point_dirs,
+    )
 
     defaults = OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml")
     parser = argparse.ArgumentParser(

@@ -13,7 +13,12 @@ import torch
 
 from surge_repro.run import train
 from surge_repro.tasks import DataError
-from surge_repro.tasks.vision import FASHION_MNIST_FILES, _fashion_mnist_train, fashion_mnist, prepare_fashion_mnist
+from surge_repro.tasks.vision import (
+    FASHION_MNIST_FILES,
+    _fashion_mnist_train,
+    fashion_mnist,
+    prepare_fashion_mnist,
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

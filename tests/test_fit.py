@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import synthetic
 
-from surge_repro.analysis.fit import Grid, fit_b_noise, fit_eps_max, fit_experiment, fit_target, optimal_lr
+from surge_repro.analysis.fit import (
+    Grid,
+    fit_b_noise,
+    fit_eps_max,
+    fit_experiment,
+    fit_target,
+    optimal_lr,
+)
 from surge_repro.analysis.theory import adam_lr, alpha_lr, sgd_lr
 
 

@@ -8,7 +8,13 @@ import synthetic
 from surge_repro.analysis.budget import main as budget_main
 from surge_repro.analysis.budget import plan, seeds_needed
 from surge_repro.analysis.fit import Grid, fit_target
-from surge_repro.analysis.identify import EDGE, RESOLVED, UNRESOLVED, surge_verdict, verdicts
+from surge_repro.analysis.identify import (
+    EDGE,
+    RESOLVED,
+    UNRESOLVED,
+    surge_verdict,
+    verdicts,
+)
 from surge_repro.analysis.theory import LAWS
 
 LRS = np.geomspace(1e-5, 1e-2, 16)  # steps of x1.58: "within one grid step" means within that factor

@@ -20,9 +20,19 @@ from test_data import write_fashion_mnist
 from surge_repro.point import signature
 from surge_repro.run import checkpoint
 from surge_repro.run.train import run, run_points
-from surge_repro.store import PointDir, StoreError, disk_errors, load_grid, status_counts
+from surge_repro.store import (
+    PointDir,
+    StoreError,
+    disk_errors,
+    load_grid,
+    status_counts,
+)
 from surge_repro.tasks import DataError
-from surge_repro.tasks.vision import _fashion_mnist_train, fashion_mnist, prepare_fashion_mnist
+from surge_repro.tasks.vision import (
+    _fashion_mnist_train,
+    fashion_mnist,
+    prepare_fashion_mnist,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,8 @@ SITES = Path(__file__).resolve().parents[2] / "slurm" / "conf"
 
 class SurgeSitePath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        search_path.append(provider="surge_repro-sites", path=f"file://{SITES}")
+        if SITES.is_dir():  # a source checkout; an installed suite takes site profiles from hydra.searchpath
+            search_path.append(provider="surge_repro-sites", path=f"file://{SITES}")
 
 
 class _Thin(Launcher):

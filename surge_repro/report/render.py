@@ -41,14 +41,34 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from surge_repro import provenance
-from surge_repro.analysis.fit import CRITERIA, CURVE_LAWS, NO_OPTIMUM, TargetFit, fit_experiment, lr_list
+from surge_repro.analysis.fit import (
+    CRITERIA,
+    CURVE_LAWS,
+    NO_OPTIMUM,
+    TargetFit,
+    fit_experiment,
+    lr_list,
+)
 from surge_repro.analysis.identify import CONFIDENCE, b_noise_trend, surge_verdict
 from surge_repro.analysis.theory import LAWS
-from surge_repro.config import CONF_DIR, compose
+from surge_repro.config import (
+    CONF_DIR,
+    compose,
+    overrides_help,
+    print_cfg,
+    without_flags,
+)
 from surge_repro.mirror import Mirror
 from surge_repro.report import figures
 from surge_repro.report.plots import fmt_b, surge_figure
-from surge_repro.store import MixedGridsError, load_grid, merge_tables, one_grid, read_table, status_counts
+from surge_repro.store import (
+    MixedGridsError,
+    load_grid,
+    merge_tables,
+    one_grid,
+    read_table,
+    status_counts,
+)
 
 log = logging.getLogger("surge_repro.report.render")
 
@@ -284,11 +304,31 @@ def compose_for(experiment: str, argv: Sequence[str]) -> DictConfig:
     return compose(list(argv) + [f"experiment_name={experiment}"])
 
 
+def _script_doc(script: str) -> str:
+    """The report script's docstring (its examples), or this module's where the script is not at hand."""
+    import ast
+
+    path = Path(script)
+    path = path if path.exists() else figures.REPORTS / path.name
+    try:
+        return ast.get_docstring(ast.parse(path.read_text())) or __doc__
+    except OSError:
+        return __doc__
+
+
 def main(script: str, argv: Sequence[str] | None = None) -> int:
     """Render the experiments that ``surge_repro.report.figures`` gives the report script ``script`` (a path or file
     name), or the one named by a ``+experiment=`` override in ``argv``. Exit status 0 when at least one was drawn."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if overrides_help(argv, f"python reports/{Path(script).name}", _script_doc(script)):
+        return 0
     title, items = figures.by_script(script)
+    if "--cfg" in argv:
+        named = [a.split("=", 1)[1] for a in argv if a.startswith("+experiment=")]
+        rest = [a for a in without_flags(argv) if not a.startswith("+experiment=")]
+        for exp in named or [i.experiment for i in items]:
+            print_cfg(argv, compose_for(exp, rest))
+        return 0
     command = " ".join(["python", f"reports/{Path(script).name}", *argv])
     named = [a.split("=", 1)[1] for a in argv if a.startswith("+experiment=")]
     rest = [a for a in argv if not a.startswith("+experiment=")]

@@ -52,7 +52,13 @@ import torch
 
 from surge_repro.run.noise_scale import NoiseScale
 from surge_repro.run.protocol import TargetTracker
-from surge_repro.store import CHECKPOINT, CHECKPOINT_INFO, PointDir, atomic_write, disk_errors
+from surge_repro.store import (
+    CHECKPOINT,
+    CHECKPOINT_INFO,
+    PointDir,
+    atomic_write,
+    disk_errors,
+)
 
 log = logging.getLogger("surge_repro")
 

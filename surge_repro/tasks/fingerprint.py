@@ -68,7 +68,9 @@ class DataFiles:
 
 def write(folder: Path, names: list[str], record_name: str = FILE) -> str:
     """Hash ``names`` (files in ``folder``) and record them in ``folder/record_name``; returns the digest."""
-    from surge_repro.store import atomic_write  # the store's atomic writer; imported here: store imports pandas
+    from surge_repro.store import (
+        atomic_write,  # the store's atomic writer; imported here: store imports pandas
+    )
 
     files = {name: {**_stat(folder / name), "sha256": _sha256(folder / name)} for name in names}
     record = {"version": VERSION, "sha256": _combined(files), "files": files}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from surge_repro.config import compose
+from surge_repro.config import compose, overrides_help, print_cfg, without_flags
 from surge_repro.tasks import DataError, text, vision
 
 PREPARE = {"fashion_mnist": vision.prepare_fashion_mnist,
@@ -23,7 +23,11 @@ NO_DATA = {"synthetic_images"}
 
 
 def main(argv: list[str]) -> int:
-    cfg = compose(argv, config_name="prepare")
+    if overrides_help(argv, "python -m surge_repro.tasks.prepare", __doc__):
+        return 0
+    cfg = compose(without_flags(argv), config_name="prepare")
+    if print_cfg(argv, cfg):
+        return 0
     name = cfg.task.name
     if name in NO_DATA:
         print(f"task {name} generates its data; nothing to prepare")

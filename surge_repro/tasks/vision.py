@@ -39,7 +39,9 @@ def _fashion_mnist_train(root: str) -> tuple[torch.Tensor, torch.Tensor]:
 
     Cached: a multirun's points share the process (Hydra's basic launcher) and load the files once.
     """
-    from torchvision import datasets  # torchvision reads the idx files; importing it costs a second, so only here
+    from torchvision import (
+        datasets,  # torchvision reads the idx files; importing it costs a second, so only here
+    )
 
     raw = Path(root) / "FashionMNIST" / "raw"
     missing = [f for f in FASHION_MNIST_FILES[:2] if not (raw / f).is_file()]
