@@ -1,4 +1,6 @@
-"""Rebuild every figure whose experiment has data in the store, and write reports/figures/index.html.
+"""Rebuild every figure whose experiment has data in the store, and write reports/figures/index.html: the registry's
+items, then every other experiment the store holds (a user's own grids), each with its figure, verdicts, JSON and
+flat table of optima (``<experiment>.optima.csv``).
 
     python reports/index.py                                    # store/ -> reports/figures/index.html
     python reports/index.py paths.store=/data/store report.n_boot=200
@@ -25,6 +27,7 @@ from surge_repro.analysis.theory import LAWS
 from surge_repro.config import compose, overrides_help, print_cfg, without_flags
 from surge_repro.report import figures, render
 from surge_repro.report.plots import fmt_b
+from surge_repro.store import experiments_in
 
 STYLE = """body { font-family: sans-serif; max-width: 1500px; margin: 1em auto; padding: 0 1em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
@@ -61,13 +64,15 @@ def numbers_table(numbers: dict) -> str:
 
 def figure_section(item: figures.Item, numbers: dict, png: Path) -> str:
     trend = numbers.get("b_noise_trend")
+    optima = png.with_name(f"{item.experiment}.optima.csv")  # the flat table of the optima, beside the JSON
     points = ", ".join(f"{n} {s}" for s, n in sorted(numbers["points"].items()))
     parts = [f'<h2 id="{item.experiment}">{html.escape(item.label)}: {html.escape(item.shows)}</h2>',
              f"<p>experiment <code>{item.experiment}</code>: {points}; optimal LR by "
              f"<b>{html.escape(numbers['criterion'])}</b> ({html.escape(numbers['criterion_means'])}); "
              f"95% bootstrap intervals over seeds. Made by <code>{html.escape(numbers.get('command') or '')}</code>"
              f" from <code>{html.escape(numbers['store'])}</code>; numbers: "
-             f'<a href="{png.with_suffix(".json").name}">{png.with_suffix(".json").name}</a>.</p>',
+             f'<a href="{png.with_suffix(".json").name}">{png.with_suffix(".json").name}</a>'
+             + (f', optima: <a href="{optima.name}">{optima.name}</a>' if optima.exists() else "") + ".</p>",
              numbers_table(numbers)]
     if trend:
         parts.append(f"<p>B_noise against the target loss: <b>{html.escape(trend['verdict'])}</b>: "
@@ -106,6 +111,12 @@ def status_table(rows: list[tuple[figures.Item, dict, Path | None, str | None]],
     return "\n".join(out) + "</table>"
 
 
+def yours(experiment: str) -> figures.Item:
+    """An experiment of the store that the registry does not know: drawn as Fig. 2's script draws any grid."""
+    return figures.Item(label="your grid", experiment=experiment, script="fig2_cnn5_fmnist.py",
+                        shows="an experiment of this store outside the paper's registry", default=False)
+
+
 def main(argv: list[str]) -> int:
     if overrides_help(argv, "python reports/index.py", __doc__):
         return 0
@@ -119,7 +130,11 @@ def main(argv: list[str]) -> int:
     out_dir = Path(root.paths.figures)
     shown = "".join(f" {a}" for a in argv)
     rows, sections = [], []
-    for item in figures.ITEMS:
+    registry = {item.experiment for item in figures.ITEMS}
+    store = Path(root.paths.store)
+    theirs = [e for e in (experiments_in(store, []) if store.is_dir() else []) if e not in registry]
+    # the registry's items, then every other experiment of the store (a user's own grids), drawn the same way
+    for item in list(figures.ITEMS) + [yours(e) for e in theirs]:
         png, error = None, None
         if not item.store:  # analytic: always drawn, nothing to count
             status = {"state": "done", "in_store": 0, "text": "analytic (needs no store)"}

@@ -141,6 +141,8 @@ def test_index_gives_done_partial_and_not_run_and_links_the_figures(tmp_path):
     frame = synthetic.table(batch_sizes=range(1, 13), lrs=np.arange(1, 11) * 1e-4, seeds=2, b_noise=6.0)
     write_points(store, "fig2b_cnn5_fmnist_small_bs", frame[(frame.seed == 0) | (frame.batch_size <= 3)],
                  names=small)
+    synthetic.write_store(store, "mygrid", synthetic.table(seeds=2, rng=0, batch_sizes=[1, 4, 16],
+                                                           lrs=np.geomspace(1e-4, 1e-2, 9)))  # a user's own
     out_run = subprocess.run([sys.executable, str(ROOT / "reports" / "index.py"), *over], capture_output=True,
                              text=True, timeout=300)
     assert out_run.returncode == 0, (out_run.stdout + out_run.stderr)[-3000:]
@@ -156,8 +158,13 @@ def test_index_gives_done_partial_and_not_run_and_links_the_figures(tmp_path):
             assert "analytic (needs no store)" in row[item.experiment]
             continue
         assert "not run (0 of" in row[item.experiment] or "config missing" in row[item.experiment]
-    for drawn in ("quickstart", "fig2b_cnn5_fmnist_small_bs", "fig1_theory"):
+    for drawn in ("quickstart", "fig2b_cnn5_fmnist_small_bs", "fig1_theory", "mygrid"):
         assert f'<img src="{drawn}.png"' in page and (out / f"{drawn}.png").exists()
         assert f'<a href="{drawn}.json">' in page
-    assert page.count("<img ") == 3 and "B_noise (examples)" in page
+    assert page.count("<img ") == 4 and "B_noise (examples)" in page
+    mine = page.split("<code>mygrid</code>", 1)[1].split("</tr>", 1)[0]  # outside the registry, in the store
+    assert "your grid" in page and "config missing" in mine and f"({9 * 3 * 2} final points in the store)" in mine
+    for drawn in ("quickstart", "mygrid"):  # each figure's verdicts and its flat table of optima
+        assert f'<a href="{drawn}.optima.csv">' in page and (out / f"{drawn}.optima.csv").exists()
+    assert "optima resolved" in page.split('id="mygrid"', 1)[1]
     assert "python reports/fig2_cnn5_fmnist.py +experiment=quickstart" in page
