@@ -220,7 +220,42 @@ def test_the_report_logs_figure_numbers_tables_and_artifact_to_the_experiments_g
         written = json.loads(logged.read_text())  # the Table's own file, as W&B will show it
         assert len(written["data"]) == len(frame) and written["columns"] == list(frame.columns)
         assert column in written["columns"]
+    b_noise = record["summary"]["b_noise"]
+    assert b_noise["_type"] == "table-file" and b_noise["nrows"] == len(numbers["targets"]) * 2  # both criteria
     (run,) = list((tmp_path / "fig" / "wandb").glob("offline-run-*"))
     artifacts = [json.loads(x) for x in leet(run, "--json").splitlines() if '"artifact"' in x]
     manifest = json.dumps(artifacts)
     assert "report-smoke" in manifest and all(n in manifest for n in ("smoke.json", "smoke.png", "smoke.csv.gz"))
+
+
+@pytest.mark.slow
+def test_offline_the_report_writes_its_w_and_b_report_spec_which_rebuilds_the_same_report(tmp_path):
+    import synthetic
+
+    from surge_repro.config import compose
+    from surge_repro.report import wandb_report
+    from surge_repro.report.render import render
+
+    synthetic.write_store(tmp_path / "store", "smoke", synthetic.table(seeds=2, rng=0))
+    cfg = compose(["+experiment=smoke", f"paths.store={tmp_path / 'store'}", f"paths.figures={tmp_path / 'fig'}",
+                   "logger=wandb", "logger.mode=offline", "logger.entity=lab", "report.n_boot=20"])
+    render(cfg, "test")
+    path = tmp_path / "fig" / "smoke.wandb_report.json"
+    tree = json.loads(path.read_text())
+    assert tree["type"] == "Report" and tree["project"] == "surge_repro" and tree["entity"] == "lab"
+    grids = [b for b in tree["blocks"] if b["type"] == "PanelGrid"]
+    (report_run,), (points,) = (g["runsets"] for g in grids)
+    assert report_run["filters"] == "Name == 'report-smoke'"  # the run render logs the figure and Tables to
+    assert points["filters"] == "Group == 'smoke' and JobType == 'train'"  # one W&B run per point
+    panels = {p["type"]: p for p in grids[0]["panels"] if p["type"] != "CustomChart"}
+    assert panels["MediaBrowser"]["media_keys"] == ["figure"]  # the heatmaps
+    assert panels["WeavePanelSummaryTable"]["table_name"] == "optima"
+    charts = {c["query"]["summaryTable"]["tableKey"]: c["chart_fields"] for c in grids[0]["panels"]
+              if c["type"] == "CustomChart"}
+    assert charts == {"optima": {"x": "batch_size", "y": "lr_opt"}, "b_noise": {"x": "target_loss", "y": "b_noise"}}
+    scatter = [p for p in grids[1]["panels"] if p["type"] == "ScatterPlot"]
+    targets = [t["target"] for t in json.loads((tmp_path / "fig" / "smoke.json").read_text())["targets"]]
+    assert [p["y"]["name"] for p in scatter] == [f"target/{t:g}/loss_drop" for t in targets]  # summary_keys'
+    assert all(p["x"]["name"] == "optimizer.lr" for p in scatter)
+    rebuilt = wandb_report.rebuild(tree)
+    assert type(rebuilt).__name__ == "Report" and wandb_report.spec(rebuilt) == tree

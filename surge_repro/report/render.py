@@ -266,7 +266,19 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     mirror.log_image("figure", png)
     mirror.log_table("grid", table)
     mirror.log_table("optima", optima)
+    mirror.log_table("b_noise", b_noise_table(fits, steps_fits))
     mirror.log_artifact(f"report-{experiment}", "report", [png, js, tidy, flat])
+    if mirror.run is not None:  # the W&B Report of this experiment: saved online, its spec written offline
+        from surge_repro.report import wandb_report
+
+        try:
+            where = wandb_report.publish(
+                wandb_report.build(experiment, str(cfg.logger.project), cfg.logger.get("entity"),
+                                   [f.target for f in fits], [v["verdict"] for v in verdicts], criterion),
+                mirror.mode, out_dir / f"{experiment}.wandb_report.json")
+            print(f"W&B report: {where}")
+        except Exception as err:  # W&B never costs a figure: the files above are written
+            log.warning("W&B Report not built (%s: %s)", type(err).__name__, err)
     mirror.finish({f"target_{f.target:g}": {"b_noise": f.b_noise, "s_min": f.s_min, "verdict": v["verdict"],
                                             "b_simple": f.b_simple, "b_noise_eq2_fit": f.curve["adam"]["b_noise"],
                                             "b_noise_eq18": f.theorem5["b_noise_eq18"], **{
@@ -292,6 +304,19 @@ def optima_table(fits: list[TargetFit], verdicts: list[dict], steps_fits: list[T
                     "steps_at_opt": fit.steps_at_opt[i], "examples_at_opt": fit.examples_at_opt[i],
                     "b_noise": fit.b_noise, "b_noise_lo": fit.b_noise_ci[0], "b_noise_hi": fit.b_noise_ci[1],
                     "n_seeds": fit.n_seeds, "verdict": verdict["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def b_noise_table(fits: list[TargetFit], steps_fits: list[TargetFit] | None = None) -> pd.DataFrame:
+    """B_noise of every (criterion, target), with its interval, beside B_simple and the peak of Eq 2 fitted to the
+    optima: the numbers of the figure's top panel, flat."""
+    rows = []
+    for fit in list(fits) + list(steps_fits or []):
+        adam = fit.curve.get("adam", {})
+        rows.append({"criterion": fit.criterion, "target_loss": fit.target, "b_noise": fit.b_noise,
+                     "b_noise_lo": fit.b_noise_ci[0], "b_noise_hi": fit.b_noise_ci[1], "b_simple": fit.b_simple,
+                     "b_simple_lo": fit.b_simple_ci[0], "b_simple_hi": fit.b_simple_ci[1],
+                     "b_noise_eq2_fit": adam.get("b_noise"), "n_seeds": fit.n_seeds})
     return pd.DataFrame(rows)
 
 
