@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+from surge_repro.store import MIRRORED
+
 log = logging.getLogger(__name__)
 
 
@@ -234,11 +236,9 @@ class Mirror:
             self._guard("finish", run.finish)
         if mark and self.run is not None:
             record = {"id": run.id, "mode": self.mode, "project": run.project, "entity": run.entity}
-            (self.directory / MARK).write_text(json.dumps(record) + "\n")
+            (self.directory / MIRRORED).write_text(json.dumps(record) + "\n")
         self.run = None
 
-
-MARK = "mirror.json"
 
 
 def _lines(path: Path) -> list[dict]:
@@ -276,7 +276,7 @@ def mirror_point(folder: Path, logger_cfg: Any, experiment: str) -> str | None:
     ok = mirror.run is not None
     offline = mirror.mode == "offline"
     mirror.finish(summary_keys(summary), mark=True)
-    if not ok or not (folder / MARK).exists():
+    if not ok or not (folder / MIRRORED).exists():
         return None
     new = sorted(set((folder / "wandb").glob("offline-run-*")) - before)
     return str(new[-1]) if offline and new else None
@@ -324,11 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         for folder in point_dirs(store, experiment):
             if PointDir(store, experiment, folder.name).status() not in FINAL:
                 counts["not final"] += 1
-            elif (folder / MARK).exists() and not args.again:
+            elif (folder / MIRRORED).exists() and not args.again:
                 counts["already"] += 1
             else:
                 run_dir = mirror_point(folder, logger_cfg, experiment)
-                if (folder / MARK).exists():
+                if (folder / MIRRORED).exists():
                     counts["mirrored"] += 1
                     offline += [run_dir] if run_dir else []
                 else:

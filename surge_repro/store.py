@@ -11,6 +11,7 @@ Layout, under ``paths.store``::
                                     target, steps, wall time, provenance
         checkpoint.pt               the state of a run in progress (``checkpoint``); gone once summary.json is there
         checkpoint.json             its step and mode (``surge_repro.launch.status`` reads this, never the checkpoint)
+        mirror.json                 the W&B run this run was mirrored to (``mirror``); wandb/ holds offline runs
         attempts/<n>/               files of earlier runs of the point that did not finish; kept, never read
         .lock                       flock-ed while a run of the point is in progress
 
@@ -86,6 +87,7 @@ FINAL = ("done", "capped", "diverged")
 STATUSES = FINAL + ("failed", "corrupt", "incomplete", "running")  # a point directory's, in the order shown
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_INFO = "checkpoint.json"  # the checkpoint's step and mode, for status: readable without unpickling
+MIRRORED = "mirror.json"  # the W&B run a finished run was mirrored to (``mirror``): a new run of the point is not
 STREAMS = ("metrics", "events")
 COLUMNS = [
     "experiment", "signature", "status", "task", "model", "optimizer", "batch_size", "batch_unit", "lr", "beta1",
@@ -276,7 +278,7 @@ class PointDir:
         assert self._lock_file is not None, "begin() needs claim()"
         with disk_errors(self.path):
             leftovers = [p for p in ("config.yaml", "metrics.jsonl", "events.jsonl", "summary.json", CHECKPOINT,
-                                     CHECKPOINT_INFO) if (self.path / p).exists()]
+                                     CHECKPOINT_INFO, MIRRORED) if (self.path / p).exists()]
             if leftovers:
                 attempts = self.path / "attempts"
                 n = len(list(attempts.glob("*"))) if attempts.exists() else 0
