@@ -139,10 +139,10 @@ class PackedSubmititLauncher(BaseSubmititLauncher):
             return self.planner.returns([], [], final, job_overrides, sweep_dir)
         for line in self.plan_lines(units, cfgs, tasks):
             log.info("%s", line)
-        untouched = [[(JobStatus.COMPLETED, "planned")] * len(u) for u in units]
         if self.dry_run:
             log.info("dry run (hydra.launcher.dry_run=true): nothing submitted")
-            return self.planner.returns(units, untouched, final, job_overrides, sweep_dir)
+            return self.planner.returns(units, [[(JobStatus.COMPLETED, "planned")] * len(u) for u in units], final,
+                                        job_overrides, sweep_dir)
         executor = self._executor()
         args = [[[cfgs[i] for i in units[u]] for u in task] for task in tasks]
         logs = [str(sweep_dir / f"task-{k}.log") for k in range(len(tasks))]
