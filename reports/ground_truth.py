@@ -29,7 +29,7 @@ from surge_repro.analysis import ground_truth as closed_forms  # noqa: E402
 from surge_repro.analysis.fit import fit_experiment  # noqa: E402
 from surge_repro.analysis.identify import surge_verdict  # noqa: E402
 from surge_repro.analysis.theory import adam_lr, sgd_lr  # noqa: E402
-from surge_repro.config import overrides_help, print_cfg, without_flags  # noqa: E402
+from surge_repro.config import overrides_help, print_cfg, shell_completion, without_flags  # noqa: E402
 from surge_repro.report import (
     figures,  # noqa: E402
     render,
@@ -112,7 +112,7 @@ def summary(c: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if overrides_help(argv, "python reports/ground_truth.py", __doc__):
+    if overrides_help(argv, "python reports/ground_truth.py", __doc__) or shell_completion(argv, __file__):
         return 0
     if "--cfg" in argv:
         return not all(print_cfg(argv, render.compose_for(e, without_flags(argv))) for e in EXPERIMENTS)

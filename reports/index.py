@@ -24,7 +24,7 @@ from pathlib import Path
 
 from surge_repro import provenance
 from surge_repro.analysis.theory import LAWS
-from surge_repro.config import compose, overrides_help, print_cfg, without_flags
+from surge_repro.config import compose, overrides_help, print_cfg, shell_completion, without_flags
 from surge_repro.report import figures, render
 from surge_repro.report.plots import fmt_b
 from surge_repro.store import experiments_in
@@ -118,7 +118,7 @@ def yours(experiment: str) -> figures.Item:
 
 
 def main(argv: list[str]) -> int:
-    if overrides_help(argv, "python reports/index.py", __doc__):
+    if overrides_help(argv, "python reports/index.py", __doc__) or shell_completion(argv, __file__):
         return 0
     if print_cfg(argv, compose(without_flags(argv))):
         return 0

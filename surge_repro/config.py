@@ -105,7 +105,22 @@ def validate(cfg: DictConfig) -> None:
 
 
 HELP = ("Arguments are Hydra overrides of conf/config.yaml (the same as run.py's): +experiment=<name>, "
-        "paths.store=..., report.criterion=steps, ...; --cfg prints the composed config and exits.")
+        "paths.store=..., report.criterion=steps, ...; --cfg prints the composed config and exits; "
+        "eval \"$(<this command> -sc install=bash)\" completes the overrides with tab.")
+
+
+def shell_completion(argv: Sequence[str], prog: str, config_name: str = "config") -> bool:
+    """Hydra's own shell completion of the overrides (``-sc install=bash``, then tab), for a tool that composes with
+    the compose API: the arguments go through a Hydra app over the same configs. True when it did."""
+    if not any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in argv):
+        return False
+    import sys
+
+    import hydra
+
+    sys.argv = [prog, *argv]
+    hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(lambda cfg: None)()
+    return True
 
 
 def overrides_help(argv: Sequence[str], prog: str, doc: str | None) -> bool:

@@ -2,6 +2,7 @@
 sweep, its status and its report from a directory that is not the repository."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,3 +74,19 @@ def test_the_wheel_installs_and_runs_a_sweep_a_status_and_a_report_from_any_dire
     assert numbers["points"] == {"done": 4, "diverged": 2}
     code, text = run([str(bin_dir / "surge-report"), "--help"], work)
     assert code == 0 and "fig2_cnn5_fmnist" in text
+
+
+OVERRIDE_TOOLS = [["-m", "surge_repro.launch.status"], ["-m", "surge_repro.analysis.budget"],
+                  ["-m", "surge_repro.tasks.prepare"], ["reports/fig2_cnn5_fmnist.py"], ["reports/index.py"],
+                  ["reports/ground_truth.py"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli", OVERRIDE_TOOLS, ids=lambda c: c[-1])
+def test_the_override_tools_complete_overrides_with_hydras_completion(cli):
+    code, script = run([sys.executable, *cli, "-sc", "install=bash"], ROOT, 120)
+    assert code == 0 and "hydra_bash_completion" in script, script[-500:]
+    env = {**os.environ, "COMP_LINE": f"python {cli[-1]} report.crit"}
+    out = subprocess.run([sys.executable, *cli, "-sc", "query=bash"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0 and "report.criterion=" in out.stdout.split(), out.stdout + out.stderr

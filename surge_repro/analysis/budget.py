@@ -91,11 +91,11 @@ def plan(table: pd.DataFrame, criterion: str = "drop", confidence: float = 0.95,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from surge_repro.config import compose, overrides_help, print_cfg, without_flags
+    from surge_repro.config import compose, overrides_help, print_cfg, shell_completion, without_flags
     from surge_repro.store import load_grid
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if overrides_help(argv, "python -m surge_repro.analysis.budget", __doc__):
+    if overrides_help(argv, "python -m surge_repro.analysis.budget", __doc__) or shell_completion(argv, __file__):
         return 0
     other = [a.split("=", 1)[1] for a in argv if a.startswith("budget_for=")]
     cfg = compose([a for a in without_flags(argv) if not a.startswith("budget_for=")])

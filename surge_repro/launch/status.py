@@ -28,7 +28,7 @@ from typing import Sequence
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from surge_repro.config import ConfigError
+from surge_repro.config import ConfigError, shell_completion
 from surge_repro.point import signature
 from surge_repro.run import checkpoint
 from surge_repro.store import FINAL, STATUSES, PointDir
@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(f"{USAGE}\n\n{__doc__}" if argv else USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    if shell_completion(argv, __file__):
+        return 0
     try:
         points = grid_points(argv)
         store = Path(str(points[0][1].paths.store)) if points else None

@@ -56,6 +56,7 @@ from surge_repro.config import (
     compose,
     overrides_help,
     print_cfg,
+    shell_completion,
     without_flags,
 )
 from surge_repro.mirror import Mirror
@@ -346,6 +347,8 @@ def main(script: str, argv: Sequence[str] | None = None) -> int:
     name), or the one named by a ``+experiment=`` override in ``argv``. Exit status 0 when at least one was drawn."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if overrides_help(argv, f"python reports/{Path(script).name}", _script_doc(script)):
+        return 0
+    if shell_completion(argv, str(script)):
         return 0
     title, items = figures.by_script(script)
     if "--cfg" in argv:

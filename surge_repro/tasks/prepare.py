@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from surge_repro.config import compose, overrides_help, print_cfg, without_flags
+from surge_repro.config import compose, overrides_help, print_cfg, shell_completion, without_flags
 from surge_repro.tasks import DataError, text, vision
 
 PREPARE = {"fashion_mnist": vision.prepare_fashion_mnist,
@@ -23,7 +23,8 @@ NO_DATA = {"synthetic_images"}
 
 
 def main(argv: list[str]) -> int:
-    if overrides_help(argv, "python -m surge_repro.tasks.prepare", __doc__):
+    if overrides_help(argv, "python -m surge_repro.tasks.prepare", __doc__) or \
+            shell_completion(argv, __file__, config_name="prepare"):
         return 0
     cfg = compose(without_flags(argv), config_name="prepare")
     if print_cfg(argv, cfg):
