@@ -13,6 +13,8 @@ Layout, under ``paths.store``::
         checkpoint.json             its step and mode (``surge_repro.launch.status`` reads this, never the checkpoint)
         mirror.json                 the W&B run this run was mirrored to (``mirror``); wandb/ holds offline runs
         attempts/<n>/               files of earlier runs of the point that did not finish; kept, never read
+    <experiment>/.slurm/<job>.json  which points each array task of a SLURM submission trains (``launch.cluster``);
+                                    ``point_dirs`` lists the point directories and skips it
         .lock                       flock-ed while a run of the point is in progress
 
 Point statuses: ``done`` (every target reached and its drop measured), ``capped`` (a cap or a stall came first),

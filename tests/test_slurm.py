@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from surge_repro.store import load_grid, status_counts
+from surge_repro.store import load_grid, point_dirs, status_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARED = ["signature", "status", "steps", "reached", "steps_to_target", "loss_at_target", "loss_after_k",
@@ -50,7 +50,7 @@ def table(store):
 def resumed(store) -> dict:
     """Signature -> the steps at which the point resumed from a checkpoint, for the points that did."""
     out = {}
-    for p in (store / "smoke").iterdir():
+    for p in point_dirs(store, "smoke"):
         steps = json.loads((p / "summary.json").read_text())["resumed_at"]
         if steps:
             out[p.name] = steps
@@ -58,8 +58,7 @@ def resumed(store) -> dict:
 
 
 def checkpointed(store) -> bool:
-    return any((p / "checkpoint.pt").exists() for p in (store / "smoke").iterdir()) if (store / "smoke").is_dir() \
-        else False
+    return any((p / "checkpoint.pt").exists() for p in point_dirs(store, "smoke"))
 
 
 def wait_for(predicate, timeout=120, every=0.5):
@@ -111,7 +110,7 @@ def test_scancel_mid_sweep_then_relaunch_resumes_the_cut_points(tmp_path, refere
         assert wait_for(lambda: status_counts(store, "smoke").get("running", 0) >= 1 and checkpointed(store)
                         and sum(status_counts(store, "smoke").get(s, 0) for s in ("done", "diverged")) >= 3), \
             status_counts(store, "smoke")
-        before = {p.name: (p / "summary.json").read_text() for p in (store / "smoke").iterdir()
+        before = {p.name: (p / "summary.json").read_text() for p in point_dirs(store, "smoke")
                   if (p / "summary.json").exists()}
         for job in array_job_ids():
             subprocess.run(["scancel", job], check=True)
@@ -127,7 +126,7 @@ def test_scancel_mid_sweep_then_relaunch_resumes_the_cut_points(tmp_path, refere
     code, relog = sweep(tmp_path, store, "launcher=slurm")  # the same command, relaunched
     assert code == 0, relog
     assert "already final in the store" in relog and f"submitted {unfinished} job(s)" in relog  # only the rest
-    after = {p.name: (p / "summary.json").read_text() for p in (store / "smoke").iterdir()}
+    after = {p.name: (p / "summary.json").read_text() for p in point_dirs(store, "smoke")}
     assert all(after[name] == text for name, text in before.items())  # and not rewritten
     assert resumed(store)  # from their checkpoints, not from scratch
     pd.testing.assert_frame_equal(table(store), reference, check_exact=True)
@@ -151,8 +150,8 @@ def test_a_task_out_of_time_checkpoints_at_the_signal_and_the_relaunch_resumes_i
     counts = status_counts(store, "smoke")
     assert counts["incomplete"] >= 1 and set(counts) <= {"done", "incomplete"} and sum(counts.values()) == 3
     assert checkpointed(store)
-    saved = {p.name for p in (store / "smoke").iterdir() if (p / "checkpoint.pt").exists()}
-    finished = {p.name: (p / "summary.json").read_text() for p in (store / "smoke").iterdir()
+    saved = {p.name for p in point_dirs(store, "smoke") if (p / "checkpoint.pt").exists()}
+    finished = {p.name: (p / "summary.json").read_text() for p in point_dirs(store, "smoke")
                 if (p / "summary.json").exists()}
     code, log = sweep(tmp_path, store, "launcher=slurm", grid=grid)
     assert code == 0, log
