@@ -168,7 +168,7 @@ def test_the_fig2b_run_is_its_json_table_and_budget():
 
     import pandas as pd
 
-    text = " ".join(section("### Fig. 2(b) from real runs", "Each experiment's file starts").split())
+    text = " ".join(section("### Fig. 2(b) from real runs", "### Fig. 2(c) from real runs").split())
     stem = EXAMPLES / "fig2b_cnn5_fmnist_small_bs"
     numbers = json.loads(stem.with_suffix(".json").read_text())
     points = pd.read_csv(stem.with_suffix(".csv.gz")).drop_duplicates("signature")
@@ -238,3 +238,58 @@ def test_the_fig2b_run_is_its_json_table_and_budget():
     assert f"the paper's drop needs {min(d):.0f}-{max(d):.0f} core-hours per target" in text
     beyond = re.findall(r"(\d) batch size\(s\) need more than 4096 seeds", budget["drop"])
     assert sum(map(int, beyond)) == budget["drop"].count("> 4096") == 5 and "5 batch sizes at 1.0 and 0.8" in text
+
+
+def test_the_fig2c_run_is_its_json_table_and_budget():
+    import re
+    from collections import Counter
+
+    import pandas as pd
+
+    text = " ".join(section("### Fig. 2(c) from real runs", "Each experiment's file starts").split())
+    stem = EXAMPLES / "fig2c_cnn5_fmnist_large_bs"
+    numbers = json.loads(stem.with_suffix(".json").read_text())
+    points = pd.read_csv(stem.with_suffix(".csv.gz")).drop_duplicates("signature")
+    counts = Counter(points.status)
+    assert (f"{len(points)} points ({counts['done']} done, {counts['capped']} capped, {counts['diverged']} "
+            f"diverged)") in text
+    seeds = sorted(points.seed.unique())
+    assert seeds == [0, 1, 2] and "seeds 0-2" in text and "rounds=3" in text and "3 rounds" in text
+    hours = points.wall_s.sum() / 3600
+    assert f"{hours:.1f} CPU-core-hours (about {hours * 60 / len(seeds) / 2:.0f} min per round on 2 cores)" in text
+    drop, steps = numbers["targets"], numbers["steps_criterion"]
+    assert {f["verdict"]["verdict"] for f in drop + steps} == {"too few seeds"} and "too few seeds.**" in text
+
+    def span(fit):
+        defined = [x for x in fit["lr_opt"] if x is not None]
+        lo, hi = lr(min(defined)), lr(max(defined))
+        return lo if lo == hi else f"{lo} to {hi}"
+
+    for f, st in zip(drop, steps):
+        row = (f"| {target(f['target'])} | {span(st)} | {span(f)} | {g3(st['b_noise'])} | {g3(f['b_noise'])} | "
+               f"{g3(st['b_simple'])} |")
+        assert row in text, row
+    chosen = [x for st in steps for x in st["lr_opt"] if x is not None]
+    assert (min(chosen), max(chosen)) == (4e-3, 1.6e-2) and "between 4e-3 and 1.6e-2 at every batch size" in text
+    assert not any(any(st["on_edge"]) for st in steps) and "never on the grid's edge" in text
+    ties = sum(1 for st in steps for x in st["no_optimum"] if x == "tie")
+    assert ties == sum(1 for st in steps for x in st["no_optimum"] if x) and f"at {ties} of 60 (target, B)" in text
+    first = dict(zip(drop[0]["batch_sizes"], drop[0]["lr_opt"]))  # the drop at target 1.5
+    assert [first[b] for b in (864, 964, 1064)] == [2e-3] * 3 and first[1164] == 1e-3 and first[764] == 3.2e-2
+    assert "1e-3 to 2e-3 at B = 864-1164 and on the top LR (3.2e-2) at B = 764" in text
+    outside = {f["target"]: [b for b, x in zip(f["batch_sizes"], f["lr_opt"]) if not 4e-3 <= x <= 1.6e-2]
+               for f in drop[1:]}
+    assert outside == {1.2: [], 1.0: [64], 0.8: [1064], 0.6: [164]} and "single batch sizes of 1.0, 0.8 and 0.6" in text
+    b_noise, simple = [st["b_noise"] for st in steps], [st["b_simple"] for st in steps]
+    assert b_noise == sorted(b_noise) and simple == sorted(simple)  # both grow as the loss falls
+    assert f"gives {b_noise[0]:.0f} (target 1.5) to {b_noise[-1]:.0f} (0.6)" in text
+    assert f"B_simple rises from {simple[0]:.0f} to {simple[-1]:.0f}" in text
+    assert all(not f["theorem5"]["max_drop"] or all(x is None for x in f["theorem5"]["max_drop"]) for f in drop)
+    totals, budget = {}, {}
+    for kind in ("steps", "drop"):
+        budget[kind] = (EXAMPLES / f"fig2c_cnn5_fmnist_large_bs.budget_{kind}.txt").read_text()
+        totals[kind] = [float(x) for x in re.findall(r"total: \d+ points, (\S+) core-hours", budget[kind])]
+    s, d = totals["steps"], totals["drop"]
+    assert f"the fewest steps need {min(s):.1f}-{max(s):.0f} core-hours per target" in text
+    assert f"the paper's drop {min(d):.1f}-{max(d):.0f}" in text
+    assert budget["steps"].count("> 4096") == ties == 4 and "> 4096" not in budget["drop"]
