@@ -12,8 +12,8 @@ panels can plot them against ``optimizer.lr`` and ``batch``. The report's figure
 
 Points already in the store (trained with ``logger=none``, or before this mirror) are mirrored afterwards by
 
-    python -m surge_repro.mirror +experiment=quickstart                     # every finished point not yet mirrored
-    python -m surge_repro.mirror +experiment=quickstart logger.mode=offline paths.store=/data/store
+    python -m surge_repro.mirror store quickstart                 # every finished point not yet mirrored
+    python -m surge_repro.mirror /data/store quickstart --mode offline
 
 which replays each point's metrics and events from the store and is idempotent: a point mirrored once (during
 training or by this command) carries ``mirror.json`` and is skipped (``--again`` mirrors it again, into the same W&B
