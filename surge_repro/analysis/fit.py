@@ -28,6 +28,10 @@ For one target (paper sections 3.2-3.3):
    ``fit_dl_max``) and also fitted alone (``fit_eq18``): a B_noise from the drops, independent of S and E, with a
    verdict on whether the two agree within their intervals.
 
+Across targets (``eq21``): Eq 21, B_noise = B_* / L^(1/alpha_B) (Kaplan et al.'s critical batch size), fitted by
+least squares in log-log to each target's Eq 22 B_noise (``fit_eq21``; a target with B_noise <= 0 is left out, and
+the result says why), with intervals from the same bootstrap replicates, paired across targets.
+
 ``fit_target`` does all of it on the data, then again on ``n_boot`` bootstrap replicates that resample the seeds (the
 paper's rounds) with replacement, the same seeds for every cell, which keeps the pairing of a seed's runs across the
 grid. Intervals are the 2.5 and 97.5 percentiles of the replicates. n seeds have only C(2n - 1, n) distinct
@@ -424,9 +428,16 @@ class TargetFit:
     off_interval: list[str]  # the continuous estimates on or outside their own interval ("b_noise", "eps_max/adam", ..)
     mean_score: list[list[float]] = field(repr=False)  # (batch size, LR): the criterion's mean, for the heatmap
     notes: list[str] = field(default_factory=list)
+    # B_noise (Eq 22) of each bootstrap replicate, and what the replicates resampled (the rng seed, n_boot, the seeds):
+    # where two targets' ``resample`` are equal, replicate r is the same resample of seeds at both, so a fit across
+    # targets (Eq 21: ``eq21``) can be bootstrapped on the same replicates. Not in ``to_dict``: n_boot numbers
+    b_noise_boot: list[float] = field(default_factory=list, repr=False)
+    resample: tuple = field(default=(), repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["b_noise_boot"], out["resample"]
+        return out
 
 
 def _estimates(grid: Grid, seed_idx: np.ndarray, criterion: str) -> dict:
@@ -713,7 +724,8 @@ def fit_target(grid: Grid, n_boot: int = 1000, seed: int = 0, criterion: str = "
         interval=interval, mean_score=point["mean_score"][0].tolist(),
     )
     off, off_notes = _off_interval(numbers)
-    return TargetFit(**numbers, off_interval=off, notes=notes + off_notes)
+    return TargetFit(**numbers, off_interval=off, notes=notes + off_notes, b_noise_boot=list(boot["b_noise"]),
+                     resample=(seed, n_boot, tuple(grid.seeds.tolist())))
 
 
 def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, criterion: str = "drop") -> list[TargetFit]:
@@ -728,3 +740,129 @@ def fit_experiment(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, crite
     targets = sorted(table["target_loss"].unique(), reverse=True)
     return [fit_target(Grid.from_table(table, t, lrs), n_boot=n_boot, seed=seed, criterion=criterion)
             for t in targets]
+
+
+# Eq 21 (Kaplan et al.'s critical batch size law, McCandlish's B_crit): B_noise ~ B_crit = B_* / L^(1 / alpha_B).
+# The paper's shortcut to the peak without a grid (section 3.2) and its argument that the peak moves to larger B as
+# the loss L falls (section 2.3), fitted here to the B_noise that Eq 22 gives each target.
+EQ21_MIN_TARGETS = 2
+
+
+def _eq21_line(log_l: np.ndarray, log_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of log B_noise on log L for each row of ``log_b`` ((T,) or (rep, T)): (log B_*, 1 / alpha_B),
+    the intercept and minus the slope."""
+    slope, intercept = np.polyfit(log_l, np.asarray(log_b, float).T, 1)
+    return intercept, -slope
+
+
+def _alpha(inv_alpha):
+    with np.errstate(divide="ignore"):  # a flat line (1/alpha_B = 0): alpha_B is infinite
+        return np.divide(1.0, inv_alpha)
+
+
+def fit_eq21(targets, b_noise) -> tuple[float, float, dict[float, str]]:
+    """Eq 21 by least squares in log-log, log B_noise = log B_* - (1 / alpha_B) log L, over the target losses L.
+
+    Returns (B_*, alpha_B, excluded): ``excluded`` maps each target left out to why; a logarithm needs B_noise > 0
+    (Eq 22 gives B_noise <= 0 where the S-E points show no speed/data trade-off) and L > 0, and NaN is no estimate.
+    (NaN, NaN) where fewer than ``EQ21_MIN_TARGETS`` targets with distinct losses remain. alpha_B is 1 / (minus the
+    slope): unbounded as B_noise stops changing with L, negative where it falls as L falls (against Eq 21's claim).
+    B_* is B_noise at L = 1, in B_noise's unit."""
+    t, b = np.asarray(targets, float), np.asarray(b_noise, float)
+    if t.shape != b.shape or t.ndim != 1:
+        raise ValueError(f"fit_eq21 needs one B_noise per target: got {t.shape} targets and {b.shape} B_noise. "
+                         f"Fix: pass two 1-D sequences of the same length")
+    excluded = {}
+    for ti, bi in zip(t, b):
+        if not (math.isfinite(ti) and ti > 0):
+            excluded[float(ti)] = f"target loss {ti:g} is not > 0: no log"
+        elif math.isnan(bi) or math.isinf(bi):
+            excluded[float(ti)] = f"B_noise is {bi}: no estimate"
+        elif bi <= 0:
+            excluded[float(ti)] = f"B_noise = {bi:.3g} <= 0 (Eq 22 found no speed/data trade-off): no log"
+    ok = np.array([float(ti) not in excluded for ti in t], bool)
+    if len(np.unique(t[ok])) < EQ21_MIN_TARGETS:
+        return math.nan, math.nan, excluded
+    log_b_star, inv_alpha = _eq21_line(np.log(t[ok]), np.log(b[ok]))
+    return float(np.exp(log_b_star)), float(_alpha(inv_alpha)), excluded
+
+
+def _eq21_interval(inv_ci: list[float]) -> list[float]:
+    """alpha_B's interval from 1/alpha_B's: the map 1/x is monotone on either side of 0, so its bounds map over;
+    none (NaN) where 1/alpha_B's interval holds 0 (B_noise may not change with L: alpha_B is unbounded)."""
+    lo, hi = inv_ci
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 <= hi:
+        return [math.nan, math.nan]
+    return sorted([1 / hi, 1 / lo])
+
+
+def eq21(fits: list[TargetFit], n_band: int = 60) -> dict | None:
+    """Eq 21 across the targets of one criterion's fits (``fit_experiment``): B_* and alpha_B from each target's
+    B_noise (Eq 22), with 95% intervals and a band for the line from the fits' own bootstrap replicates; None for
+    fewer than 2 targets.
+
+    ``fit_target`` draws every target's replicates from the same rng seed, so where the targets have the same seeds
+    (``TargetFit.resample``) replicate r is the same resample of seeds at every target: Eq 21 fitted to replicate r
+    keeps the pairing of a seed's runs across targets, as each target's bootstrap keeps it across batch sizes. Each
+    replicate is fitted on the targets the data's fit used; one where any of them has B_noise <= 0 has no fit
+    (``unfit_share``). No interval (NaN, and the note says why) with too few seeds (``MIN_SEEDS``), with targets
+    resampled differently, or where 2.5% or more of the replicates have no fit: the interval would miss that tail.
+    """
+    if len(fits) < 2:
+        return None
+    order = sorted(fits, key=lambda f: -f.target)  # training order, as ``identify.b_noise_trend``
+    t, b = np.array([f.target for f in order]), np.array([f.b_noise for f in order])
+    b_star, alpha, excluded = fit_eq21(t, b)
+    used = np.array([float(x) not in excluded for x in t], bool)
+    notes = [f"target {x:g} left out: {why}" for x, why in excluded.items()]
+    inv = 1 / alpha if math.isfinite(b_star) else math.nan
+    out = {"criterion": order[0].criterion, "equation": "B_noise = B_* / L^(1/alpha_B) (Eq 21), least squares in "
+           "log-log over the targets' Eq 22 B_noise", "targets": t.tolist(), "b_noise": b.tolist(),
+           "used": used.tolist(), "excluded": [{"target": x, "reason": why} for x, why in excluded.items()],
+           "n_targets": int(used.sum()), "b_star": b_star, "alpha_b": alpha, "inv_alpha_b": inv,
+           "b_star_ci": [math.nan] * 2, "alpha_b_ci": [math.nan] * 2, "inv_alpha_b_ci": [math.nan] * 2,
+           "n_boot": order[0].n_boot, "unfit_share": math.nan, "band": {}}
+    if not math.isfinite(b_star):
+        notes.append(f"fewer than {EQ21_MIN_TARGETS} targets with B_noise > 0: no fit")
+        return out | {"note": "; ".join(notes)}
+    if used.sum() == 2:
+        notes.append("2 targets: the line passes through both, so it tests nothing of the power law")
+    if not t[used].min() <= 1 <= t[used].max():
+        notes.append("B_* is B_noise at L = 1, outside the targets: an extrapolation of the line")
+    few = sorted({f.n_seeds for f in order if not f.interval["enough_seeds"]})
+    paired = len({f.resample for f in order}) == 1 and all(len(f.b_noise_boot) for f in order)
+    boot = np.array([order[i].b_noise_boot for i in np.flatnonzero(used)], float).T if paired else None
+    fit_ok = np.all(np.isfinite(boot) & (boot > 0), axis=1) if paired else None
+    if paired:
+        out["unfit_share"] = float(1 - fit_ok.mean())
+    if few:
+        notes.append(f"no interval: too few seeds ({', '.join(map(str, few))}; an interval needs {MIN_SEEDS})")
+    elif not paired:
+        notes.append("no interval: the targets' bootstrap replicates are not the same resamples of seeds (other "
+                     "seeds, n_boot or rng seed), so no replicate of the line exists. Fix: fit every target with "
+                     "fit_experiment on one table")
+    elif out["unfit_share"] >= CI[0] / 100:
+        notes.append(f"no interval: {out['unfit_share']:.1%} of replicates have B_noise <= 0 at a fitted target, "
+                     f"so no line; an interval without them would miss that tail")
+    else:
+        log_b_star, inv_boot = _eq21_line(np.log(t[used]), np.log(boot[fit_ok]))
+        out["b_star_ci"] = _ci(np.exp(log_b_star))
+        out["inv_alpha_b_ci"] = _ci(inv_boot)
+        out["alpha_b_ci"] = _eq21_interval(out["inv_alpha_b_ci"])
+        if not math.isfinite(out["alpha_b_ci"][0]):
+            notes.append("1/alpha_B's interval holds 0: B_noise may not change with the loss, so alpha_B has no "
+                         "interval")
+        if out["unfit_share"]:
+            notes.append(f"{out['unfit_share']:.1%} of replicates have B_noise <= 0 at a fitted target, so no line: "
+                         f"the intervals are over the rest")
+        for name, value, key in (("B_*", b_star, "b_star_ci"), ("1/alpha_B", inv, "inv_alpha_b_ci")):
+            if interval_position(value, out[key]) in ("on", "outside"):
+                notes.append(f"{name} = {value:.4g} lies on or outside its interval [{out[key][0]:.4g}, "
+                             f"{out[key][1]:.4g}]: the replicates are skewed; read it as their spread")
+        grid = np.geomspace(t[used].min(), t[used].max(), n_band)
+        lines = np.exp(log_b_star[:, None] - inv_boot[:, None] * np.log(grid)[None, :])
+        lo, hi = np.percentile(lines, CI, axis=0)
+        out["band"] = {"target": grid.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+    if alpha < 0:
+        notes.append("alpha_B < 0: B_noise falls as the loss falls, against Eq 21's claim")
+    return out | {"note": "; ".join(notes)}

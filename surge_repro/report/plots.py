@@ -20,7 +20,9 @@ legend say so.
 
 ``surge_figure`` stacks a row per target; with two or more targets it opens with ``b_noise_panel``: B_noise (Eq 22)
 and the observed peak of the optimal LR against the target loss, each with its 95% interval, the loss falling to
-the right (Fig. 3's claim: the peak moves to larger B as training goes on).
+the right (Fig. 3's claim: the peak moves to larger B as training goes on), the fewest-steps criterion's B_noise beside
+it, and Eq 21's line through each criterion's B_noise, B_* / L^(1/alpha_B) with its 95% band (the paper's argument
+for that claim).
 
 Axes are linear for a linear lattice (Table 1's grids) and logarithmic for a geometric one. Batch sizes are in the
 task's unit (examples, sequences, tokens), named on every axis that shows one; millions of tokens read 1.2M.
@@ -332,10 +334,39 @@ def theorem5_panel(ax, fit: TargetFit, unit: str = "examples") -> None:
                  f"{t5['verdict']}", fontsize=10)
 
 
+def eq21_label(line: dict, ci: bool = True) -> str:
+    """Eq 21's fit (``fit.eq21``) in a few words: B_* and alpha_B ([95%] with ``ci``), or why there is no fit."""
+    if not math.isfinite(line["b_star"]):
+        return f"no fit (B_noise <= 0 or missing at {len(line['excluded'])} of {len(line['targets'])} targets)" \
+            if ci else "no fit (see the table)"
+    if not ci:
+        return f"B_* = {fmt_b(line['b_star'])}, alpha_B = {line['alpha_b']:.3g}"
+    return (f"B_* = {fmt_ci(line['b_star'], line['b_star_ci'], fmt_b)}, "
+            f"alpha_B = {fmt_ci(line['alpha_b'], line['alpha_b_ci'])}")
+
+
+def _eq21_curve(ax, line: dict, color: str) -> None:
+    """Eq 21's line B_* / L^(1/alpha_B) over the targets it was fitted on, with its 95% band over seeds; where it has
+    no fit, only its legend entry (the summary's table says why, and gives the intervals)."""
+    name = f"Eq 21 by {line['criterion']}: {eq21_label(line, ci=False)}" + (" (95% band)" if line["band"] else "")
+    if not math.isfinite(line["b_star"]):
+        ax.plot([], [], color=color, ls="--", lw=2, label=name)
+        return
+    used = np.asarray(line["targets"], float)[np.asarray(line["used"], bool)]
+    loss = np.geomspace(used.min(), used.max(), 100)
+    ax.plot(loss, line["b_star"] * loss ** -line["inv_alpha_b"], color=color, ls="--", lw=2, zorder=4, label=name)
+    if line["band"]:
+        ax.fill_between(line["band"]["target"], line["band"]["lo"], line["band"]["hi"], color=color, alpha=0.12,
+                        lw=0, zorder=3)
+
+
 def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples",
-                  labels: list[str] | None = None, legend_ax=None) -> None:
+                  labels: list[str] | None = None, legend_ax=None, overlay: list[TargetFit] | None = None,
+                  eq21: dict[str, dict] | None = None) -> None:
     """B_noise (Eq 22), the observed peak of the optimal LR, Eq 2's B_noise fitted to the optima and the B_simple
-    measured in training (where it was) against the target loss, with 95% intervals; the
+    measured in training (where it was) against the target loss, with 95% intervals; ``overlay`` (fits by another
+    criterion) adds its B_noise, and ``eq21`` (``fit.eq21`` per criterion) draws Eq 21's line through each
+    criterion's B_noise, with its band. The
     target axis is reversed so that training goes on to the right. The measured batch sizes are shaded: an estimate
     outside them is an extrapolation. The legend goes on ``legend_ax`` when given (off the data)."""
     t = np.array([f.target for f in fits])
@@ -351,6 +382,10 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
     if any(f.b_simple_n for f in fits):
         series.append((np.array([f.b_simple for f in fits]), [f.b_simple_ci for f in fits], 2 * step, "s",
                        "tab:blue", "B_simple measured in training (McCandlish)"))
+    if overlay:
+        series[0] = series[0][:-1] + (f"B_noise (Eq 22, slope of 1/S on 1/E) by {fits[0].criterion}",)
+        series.append((np.array([f.b_noise for f in overlay]), [f.b_noise_ci for f in overlay], -2 * step, "v",
+                       "tab:purple", f"B_noise (Eq 22) by {overlay[0].criterion}"))
     ax.axhspan(b_all.min(), b_all.max(), color="tab:green", alpha=0.09, lw=0, label="measured batch sizes")
     floor = b_all.min() / 4 if log else -np.inf
     for y, ci, dx, marker, color, label in series:
@@ -360,12 +395,18 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
         yerr = np.where(np.isfinite(ci.T), np.abs(np.vstack([y - lo, hi - y])), 0)
         ax.errorbar(t[ok] - dx, y[ok], yerr=yerr[:, ok], fmt=marker + "-", color=color, mfc=color, ms=7, lw=1,
                     elinewidth=1.2, capsize=3, label=label + " (95% CI)", zorder=5)
+    for group, color in ((fits, "red"), (overlay, "tab:purple")):
+        if group and (eq21 or {}).get(group[0].criterion):
+            _eq21_curve(ax, eq21[group[0].criterion], color)
     for ti, y, lab in zip(t, [f.b_noise for f in fits], labels or [None] * len(fits)):
         if lab and math.isfinite(y) and y > floor:
             ax.annotate(lab, (ti, y), textcoords="offset points", xytext=(-14, 6), fontsize=9, color="red")
     ax.set_yscale("log" if log else "linear")
-    if not log:
-        ax.set_ylim(bottom=0)
+    if not log:  # up to the estimates and Eq 21's band, not to the widest interval, which would flatten the rest
+        shown = [y for y, *_ in series] + [np.ravel((eq21 or {}).get(c, {}).get("band", {}).get("hi", []))
+                                           for c in (eq21 or {})]
+        top = np.nanmax(np.concatenate([np.ravel(y) for y in shown] + [[b_all.max()]]))
+        ax.set_ylim(0, min(ax.get_ylim()[1], 1.15 * top))
     ax.set_xlim(t.max() + 0.08 * (np.ptp(t) or 1), t.min() - 0.08 * (np.ptp(t) or 1))  # falling loss to the right
     ax.set_xlabel("target training loss (training goes on to the right)")
     _batch_axis(ax.yaxis, unit, "B")
@@ -376,8 +417,9 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
     ax.set_title(f"B_noise against the target loss: {trend['verdict']}", fontsize=10)
 
 
-def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[str] | None) -> None:
-    """The summary panel's numbers as a table, and the trend's verdict in words."""
+def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[str] | None,
+                eq21: dict[str, dict] | None = None) -> None:
+    """The summary panel's numbers as a table, Eq 21's fit of each criterion, and the trend's verdict in words."""
     ax.axis("off")
     rows = []
     for f, lab in zip(fits, labels or [""] * len(fits)):
@@ -390,24 +432,31 @@ def _trend_text(ax, fits: list[TargetFit], trend: dict, unit: str, labels: list[
                  f"B_simple {fmt_ci(f.b_simple, f.b_simple_ci, fmt_b, 'b_simple' in f.off_interval)}"]
     n = f"{int(np.isfinite(fits[0].steps_at_opt).sum())} B x {fits[0].n_seeds} seeds" if fits else ""
     star = "; * on or outside its own interval" if any(f.off_interval for f in fits) else ""
+    for c, line in (eq21 or {}).items():
+        rows.append(f"Eq 21 by {c}: {eq21_label(line)}")
+        if math.isfinite(line["inv_alpha_b_ci"][0]) and not math.isfinite(line["alpha_b_ci"][0]):
+            rows.append(f"{'':<8s} 1/alpha_B = {fmt_ci(line['inv_alpha_b'], line['inv_alpha_b_ci'])}: holds 0, "
+                        f"alpha_B unbounded")
     ax.text(0, 1, f"target: B_noise [95% CI], in {unit}; {n}{star}\n" + "\n".join(rows) + "\n\n"
             + textwrap.fill(trend["text"], 72), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
 
 
 def surge_figure(fits: list[TargetFit], title: str, verdicts: list[dict] | None = None,
                  overlay: list[TargetFit] | None = None, overlay_verdicts: list[dict] | None = None,
-                 unit: str = "examples", labels: list[str] | None = None, trend: dict | None = None) -> Figure:
+                 unit: str = "examples", labels: list[str] | None = None, trend: dict | None = None,
+                 eq21: dict[str, dict] | None = None) -> Figure:
     """A row of (heatmap, S-E, Theorem 5) panels per target, opened by the B_noise summary when ``trend``
     (``report.b_noise_trend``) is given; ``verdicts`` (``identify.surge_verdict``) style the optima and title each
     row, ``overlay`` (fits by another criterion) adds their optima, ``labels`` name the rows (the paper's panels),
-    ``unit`` is what a batch counts."""
+    ``unit`` is what a batch counts, ``eq21`` (``fit.eq21`` per criterion) Eq 21's lines on the summary."""
     heights = ([4.2] if trend else []) + [5.9] * len(fits)
     fig = plt.figure(figsize=(18, sum(heights) + 0.6), layout="constrained")
     grid = fig.add_gridspec(len(heights), 3, width_ratios=[1.45, 1, 1], height_ratios=heights)
     if trend:
         text_ax = fig.add_subplot(grid[0, 1:])
-        b_noise_panel(fig.add_subplot(grid[0, 0]), fits, trend, unit, labels, legend_ax=text_ax)
-        _trend_text(text_ax, fits, trend, unit, labels)
+        b_noise_panel(fig.add_subplot(grid[0, 0]), fits, trend, unit, labels, legend_ax=text_ax, overlay=overlay,
+                      eq21=eq21)
+        _trend_text(text_ax, fits, trend, unit, labels, eq21)
     for i, fit in enumerate(fits):
         row = i + bool(trend)
         left, right = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])

@@ -12,7 +12,8 @@ Arguments are Hydra overrides of ``conf/config.yaml``, so ``paths.store`` and th
 they mean to ``run.py``. Which experiments a script draws, its title and the paper's panel names come from
 ``surge_repro.report.figures``. An experiment whose ``conf/experiment/<name>.yaml`` does not exist (yet) is still drawn
 from the store under its name. With two or more targets the figure opens with B_noise against the target loss
-(``b_noise_trend``: does it grow as training goes on, as Fig. 3 claims?).
+(``b_noise_trend``: does it grow as training goes on, as Fig. 3 claims?) and Eq 21's line through it,
+B_noise = B_* / L^(1/alpha_B) (``fit.eq21``, under the JSON's ``eq21`` key per criterion, with 95% intervals).
 
 Each target also gets Theorem 5 (Eq 18) on the same runs (``TargetFit.theorem5``, a line of the text, a panel of the
 figure): the largest mean drop of each B against Eq 18 at Eq 22's B_noise, and the B_noise Eq 18 alone gives the
@@ -46,6 +47,7 @@ from surge_repro.analysis.fit import (
     CURVE_LAWS,
     NO_OPTIMUM,
     TargetFit,
+    eq21,
     fit_experiment,
     lr_list,
 )
@@ -61,7 +63,7 @@ from surge_repro.config import (
 )
 from surge_repro.mirror import Mirror
 from surge_repro.report import figures
-from surge_repro.report.plots import fmt_b, surge_figure
+from surge_repro.report.plots import fmt_b, fmt_ci, surge_figure
 from surge_repro.store import (
     MixedGridsError,
     load_grid,
@@ -180,6 +182,17 @@ def theorem5_line(fit: TargetFit, unit: str = "examples") -> str:
             f"Eq 22's {value(t5['b_noise_eq22'], t5['b_noise_eq22_ci'], fmt_b)} {unit}: {t5['verdict']} ({t5['note']})")
 
 
+def eq21_line(line: dict, unit: str = "examples") -> str:
+    """Eq 21 (``fit.eq21``) in one line: B_* and alpha_B [95%] over how many targets, and the note."""
+    b_star, alpha = line["b_star"], line["alpha_b"]
+    head = f"Eq 21 on the {line['criterion']} criterion's B_noise ({unit}): "
+    if not math.isfinite(b_star):
+        return head + f"no fit ({line['note']})"
+    return (head + f"B_* = {fmt_ci(b_star, line['b_star_ci'], fmt_b)}, alpha_B = {fmt_ci(alpha, line['alpha_b_ci'])} "
+            f"(1/alpha_B = {fmt_ci(line['inv_alpha_b'], line['inv_alpha_b_ci'])}) over {line['n_targets']} targets"
+            + (f" ({line['note']})" if line["note"] else ""))
+
+
 def _panel_labels(experiment: str, fits: list[TargetFit]) -> tuple[list[str] | None, list[str]]:
     """The paper's panel of each target, "(a)" to "(f)" where the registry gives its targets, and a note for each
     paper target the data lack."""
@@ -219,6 +232,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     verdicts = [surge_verdict(f, confidence) for f in fits]
     steps_verdicts = [surge_verdict(f, confidence) for f in steps_fits] if steps_fits else None
     trend = b_noise_trend(fits)
+    lines21 = {group[0].criterion: eq21(group) for group in (fits, steps_fits) if group and len(group) >= 2}
     labels, label_notes = _panel_labels(experiment, fits)
     counts = (Counter(table.drop_duplicates("signature")["status"]) if source or added
               else status_counts(store, experiment))
@@ -232,7 +246,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
     fig = surge_figure(fits, f"{title}\n{experiment}: {sum(counts.values())} points "
                              f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); optimal LR by "
                              f"{criterion}", verdicts=verdicts, overlay=steps_fits,
-                       overlay_verdicts=steps_verdicts, unit=unit, labels=labels, trend=trend)
+                       overlay_verdicts=steps_verdicts, unit=unit, labels=labels, trend=trend, eq21=lines21)
     fig.savefig(png, dpi=110)
     plt.close(fig)
     payload = {
@@ -244,7 +258,7 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
         "targets": [{**f.to_dict(), "verdict": v} for f, v in zip(fits, verdicts)],
         "steps_criterion": [{**f.to_dict(), "verdict": v} for f, v in zip(steps_fits, steps_verdicts)]
         if steps_fits else None,
-        "b_noise_trend": trend, "panels": labels,
+        "b_noise_trend": trend, "eq21": lines21 or None, "panels": labels,
     }
     js.write_text(json.dumps(plain(payload), indent=1))
     print(f"\n{title} -- {experiment}")
@@ -259,6 +273,8 @@ def render(cfg: DictConfig, title: str, command: str | None = None) -> Path | No
         for t, b, ci in zip(trend["targets"], trend["b_noise"], trend["b_noise_ci"]):
             print(f"  target {t:<8g} B_noise = {fmt_b(b)}" + (f" [{fmt_b(ci[0])}, {fmt_b(ci[1])}]"
                                                                if math.isfinite(ci[0]) else ""))
+    for line in lines21.values():
+        print(eq21_line(line, unit))
     for note in label_notes:
         print(f"note: {note}")
     print(f"figure: {png}\nnumbers: {js}\ntable: {tidy}\noptima: {flat}")
