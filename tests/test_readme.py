@@ -73,6 +73,13 @@ def test_the_quickstarts_numbers_and_verdicts_are_the_jsons(quickstart):
     for t, b, ci in zip(trend["targets"], trend["b_noise"], trend["b_noise_ci"]):
         assert f"{interval(b, ci)} at {target(t)}" in text, t
     assert f"correlation {trend['spearman']:.2f} over {len(trend['targets'])} targets" in text
+    drop, steps = numbers["eq21"]["drop"], numbers["eq21"]["steps"]  # Eq 21's line across the targets
+    assert drop["n_targets"] == 3 and drop["inv_alpha_b_ci"][0] > 0 and steps["inv_alpha_b_ci"][0] < 0 < \
+        steps["inv_alpha_b_ci"][1]
+    assert (f"slope up, 1/alpha_B = {interval(drop['inv_alpha_b'], drop['inv_alpha_b_ci'])} (alpha_B = "
+            f"{interval(drop['alpha_b'], drop['alpha_b_ci'])}, B_* = "
+            f"{interval(drop['b_star'], drop['b_star_ci'])})") in text
+    assert f"give 1/alpha_B = {interval(steps['inv_alpha_b'], steps['inv_alpha_b_ci'])}: no change" in text
     for t in numbers["targets"]:
         assert interval(t["b_simple"], t["b_simple_ci"]) in text, t["target"]
     for t in numbers["targets"]:  # Theorem 5: the B_noise the drops give, or the bound they only set
@@ -224,6 +231,11 @@ def test_the_fig2b_run_is_its_json_table_and_budget():
     assert f"from {ci(*simple[0])} at 1.5 to {ci(*simple[-1])} at 0.6" in text
     later = [c for _, c in simple[1:]]  # targets 1.2 to 0.6: pairwise disjoint, rising
     assert all(a[1] < b[0] for a, b in zip(later, later[1:])) and "pairwise disjoint from 1.2 on" in text
+    line, no_line = numbers["eq21"]["steps"], numbers["eq21"]["drop"]  # Eq 21 across the five targets
+    assert line["inv_alpha_b_ci"][0] < 0 < line["inv_alpha_b_ci"][1] and line["n_targets"] == 5
+    assert (f"1/alpha_B = {ci(line['inv_alpha_b'], line['inv_alpha_b_ci'])} and B_* = "
+            f"{ci(line['b_star'], line['b_star_ci'])}: no change with the loss resolved") in text
+    assert no_line["b_star"] is None and no_line["n_targets"] == 1 and "no line (B_noise <= 0 at 4 of 5" in text
     ratios = [max(a, b) / min(a, b) for a, (b, _) in zip(b_noise, simple)]
     assert max(ratios) <= 2.3 < max(ratios) + 0.1 and "within a factor of 2.3 at every target" in text
     totals, budget = {}, {}
