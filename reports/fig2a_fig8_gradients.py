@@ -1,8 +1,21 @@
 """Fig. 2(a) and Fig. 8 from per-example gradients, with McCandlish's B_simple at the same checkpoints.
 
-Trains one point (any composed config: task, model, optimizer, batch, lr; defaults: the paper's CNN on
-Fashion-MNIST with Adam, B = 8, LR 1e-3) to each checkpoint step and there takes the gradient of each of N training
-examples (``surge_repro.run.diagnostics``). Draws:
+``--figure`` picks the paper item, and with it the point trained and the options (the registry:
+``surge_repro.report.figures.GRADIENTS``; config overrides and options given here win):
+
+- ``--figure 2a`` (the default), Fig. 2(a): the paper's CNN on Fashion-MNIST with Adam, B = 8, LR 1e-3, checkpoints
+  0 and 300; writes reports/figures/fig2a_gradients.png and .json.
+- ``--figure 8``, Fig. 8, which the paper draws from MoE training: the fine-grained MoE (model=moe_shared) on
+  RedPajama-Data-1T-Sample with Adam, B = 65,536 tokens (128 sequences of 512), LR 1e-3, checkpoints 0 and 1000; the
+  coordinates shown are, in each MoE part (router, routed experts, shared expert), the one with the largest |mu|
+  and one at random (``diagnostics.MOE_PARTS`` says why). The expert loop does not vmap, so the per-sequence
+  gradients come from a loop and the Hessian part is off. Writes reports/figures/fig8_moe_gradients.png and .json.
+  Not run here: it needs RedPajama (``python -m surge_repro.tasks.prepare task=redpajama``, from the hub), and a
+  79M-parameter model's per-sequence gradients are meant for a GPU (its time is not measured). The tests run this
+  path on a tiny MoE (model=moe_tiny) on a RedPajama folder in the real on-disk format.
+
+Trains the point to each checkpoint step and there takes the gradient of each of N training examples (sequences,
+for a language task) (``surge_repro.run.diagnostics``). Draws:
 
 - top row, Fig. 2(a): per checkpoint, the histogram over parameters of log10(pi sigma_i^2 / (2 mu_i^2)), Theorem 3's
   per-coordinate bound (it needs B << it for every i), with its minimum, 1%, 5% and median marked, the trained batch
@@ -18,11 +31,12 @@ examples (``surge_repro.run.diagnostics``). Draws:
 
 Config overrides are Hydra's ``key=value`` (passed to ``surge_repro.config.compose``); options are argparse's::
 
-    python reports/fig2a_fig8_gradients.py task=fashion_mnist model=cnn5 batch=8 optimizer.lr=1e-3 --steps 0,300
+    python reports/fig2a_fig8_gradients.py --figure 2a
     python reports/fig2a_fig8_gradients.py paths.data=data --steps 0,200,1000 --examples 2048
+    python -m surge_repro.tasks.prepare task=redpajama && python reports/fig2a_fig8_gradients.py --figure 8
 
-Writes reports/figures/fig2a_fig8_gradients.png and .json (quantiles, B_simple, normality and the Eq 14 / 16 / 1
-values with their intervals per checkpoint).
+The JSON holds the quantiles, B_simple, normality, each chosen coordinate by parameter[index] (and MoE part), and
+the Eq 14 / 16 / 1 values with their intervals per checkpoint.
 """
 
 from __future__ import annotations
@@ -42,24 +56,29 @@ import numpy as np  # noqa: E402
 
 from surge_repro.analysis import gradient_stats  # noqa: E402
 from surge_repro.config import compose  # noqa: E402
+from surge_repro.report.figures import GRADIENTS  # noqa: E402
 from surge_repro.run import diagnostics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "reports" / "figures"
-NAME = "fig2a_fig8_gradients"
-# the paper's Fig. 2 setting; a user's override of the same key wins (Hydra refuses a group given twice)
-DEFAULTS = ["task=fashion_mnist", "model=cnn5", "optimizer=adam", "batch=8", "optimizer.lr=1e-3"]
 MARKS = [("min", "min", "tab:red"), ("q01", "1%", "tab:orange"), ("q05", "5%", "tab:olive"),
          ("q50", "median", "tab:green")]
 
 
-def overrides_with_defaults(overrides: list[str]) -> list[str]:
+def overrides_with_defaults(overrides: list[str], figure: str = "2a") -> list[str]:
+    """The figure's point, then the user's overrides: a user's key replaces the figure's (Hydra refuses a group
+    given twice)."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return [d for d in DEFAULTS if d.split("=", 1)[0] not in given] + overrides
+    return [d for d in GRADIENTS[figure].point if d.split("=", 1)[0] not in given] + overrides
 
 
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3g}"
+
+
+def short(name: str) -> str:
+    """A coordinate's name in a panel title: transformers' leading ``model.`` dropped (the JSON keeps it)."""
+    return name.removeprefix("model.")
 
 
 def _gauss_panel(ax, v, nm, title: str, xlabel: str) -> None:
@@ -93,13 +112,14 @@ def hessian_lines(s: dict) -> str:
             f"eps_max = {text(h['eps_max_sgd'])}")
 
 
-def draw(points: list, cfg, png: Path, examples: int) -> None:
+def draw(points: list, cfg, png: Path, examples: int, figure: str = "2a") -> None:
     coords = points[-1].stats["coordinates"]
-    b = int(cfg.batch)
+    b = points[-1].stats["batch_examples"]  # examples (sequences of a token task): what the ratio compares with
     width = 3.3 * max(len(coords), 2 * len(points), 4)
     fig = plt.figure(figsize=(width, 11), layout="constrained")
     top, mid, bot = fig.subfigures(3, 1, height_ratios=[1.15, 1, 1])
-    top.suptitle("Fig. 2(a): Theorem 3's per-parameter bound (it needs B << pi sigma_i^2/(2 mu_i^2) for every i)",
+    fig2a, fig8 = ("Fig. 2(a): ", "") if figure == "2a" else ("", "Fig. 8: ")
+    top.suptitle(f"{fig2a}Theorem 3's per-parameter bound (it needs B << pi sigma_i^2/(2 mu_i^2) for every i)",
                  fontsize=10)
     axes = top.subplots(1, len(points), squeeze=False)[0]
     for ax, p in zip(axes, points):
@@ -124,34 +144,39 @@ def draw(points: list, cfg, png: Path, examples: int) -> None:
         ax.set_title(f"step {p.step}: loss {p.sample_loss:.3f}, {s['n_params']} params, N = {s['n_examples']}, "
                      f"{s['n_dead']} with no gradient\n" + hessian_lines(s), fontsize=9)
         ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
-    mid.suptitle(f"Fig. 8: per-example gradient of chosen coordinates at step {points[-1].step}, with the fitted "
+    mid.suptitle(f"{fig8}per-example gradient of chosen coordinates at step {points[-1].step}, with the fitted "
                  f"Gaussian", fontsize=10)
     bot.suptitle(f"the same coordinates: means of B = {b} examples (a minibatch gradient, Theorem 2's G_est,i)",
                  fontsize=10)
     for ax, c in zip(mid.subplots(1, len(coords), squeeze=False)[0], coords):
+        part = f"{c['group']}: " if "group" in c else ""  # the MoE part the coordinate was drawn from
         _gauss_panel(ax, c["_values"], c["normality"],
-                     f"{c['name']} ({c['kind']})\nmu {c['mu']:.2g}, sigma {c['sigma']:.2g}, ratio {_fmt(c['ratio'])}",
-                     "per-example gradient")
+                     f"{short(c['name'])}\n({part}{c['kind']})\nmu {c['mu']:.2g}, sigma {c['sigma']:.2g}, "
+                     f"ratio {_fmt(c['ratio'])}", "per-example gradient")
     for ax, c in zip(bot.subplots(1, len(coords), squeeze=False)[0], coords):
         if c.get("normality_batch_mean"):
-            _gauss_panel(ax, c["_batch_means"], c["normality_batch_mean"], c["name"], f"mean of {b} examples")
+            _gauss_panel(ax, c["_batch_means"], c["normality_batch_mean"], short(c["name"]), f"mean of {b} examples")
         else:
             ax.set_axis_off()
-    fig.suptitle(f"{cfg.task.name} / {cfg.model.name} / {cfg.optimizer.name}, B = {b}, lr = {cfg.optimizer.lr:g}, "
+    fig.suptitle(f"{cfg.task.name} / {cfg.model.name} / {cfg.optimizer.name}, B = {int(cfg.batch)} "
+                 f"{cfg.task.get('batch_unit', 'examples')}, lr = {cfg.optimizer.lr:g}, "
                  f"seed {cfg.seed}; N = {examples} training examples", fontsize=11)
     fig.savefig(png, dpi=100)
     plt.close(fig)
 
 
 def payload(points: list, cfg, command: str, seconds: float, hessian_probes: int = 0,
-            hessian_groups: int = 0) -> dict:
+            hessian_groups: int = 0, figure: str = "2a") -> dict:
     def clean(d: dict) -> dict:
         return {k: v for k, v in d.items() if not k.startswith("_")}
 
+    item = GRADIENTS[figure]
     return {
-        "figure": f"{NAME}.png", "command": command, "wall_s": round(seconds, 2),
+        "figure": f"{item.output}.png", "paper_item": item.label, "command": command, "wall_s": round(seconds, 2),
         "point": {"task": cfg.task.name, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
-                  "batch": int(cfg.batch), "lr": float(cfg.optimizer.lr), "seed": int(cfg.seed)},
+                  "batch": int(cfg.batch), "batch_unit": str(cfg.task.get("batch_unit", "examples")),
+                  "batch_examples": points[-1].stats["batch_examples"], "lr": float(cfg.optimizer.lr),
+                  "seed": int(cfg.seed)},
         "hessian_probes": hessian_probes, "hessian_groups": hessian_groups,
         "notes": ["ratio: plug-in pi sigma^2/(2 mu_hat^2); ratio_corrected uses mu_hat^2 - sigma^2/N (inf where <= 0)",
                   "noise_floor = pi N/2: the plug-in ratio of a coordinate whose true mean is 0",
@@ -172,19 +197,27 @@ def payload(points: list, cfg, command: str, seconds: float, hessian_probes: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    figure = argparse.ArgumentParser(add_help=False)
+    figure.add_argument("--figure", choices=sorted(GRADIENTS), default="2a",
+                        help="the paper item: 2a (the CNN) or 8 (the MoE); sets the point and the defaults below")
+    item = GRADIENTS[figure.parse_known_args(argv)[0].figure]
+    epilog = "; ".join(f"{g.label}: {g.command} (data: prepare task={g.data})" + (f", {g.status}" if g.status else "")
+                       for g in GRADIENTS.values())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[figure], epilog=epilog,
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="config overrides, key=value (Hydra syntax)")
-    ap.add_argument("--steps", default="0,300", help="checkpoint steps, comma separated (0: the initial weights)")
-    ap.add_argument("--examples", type=int, default=1024, help="training examples per checkpoint (N)")
-    ap.add_argument("--chunk", type=int, default=256, help="examples per vmap call (bounds memory)")
-    ap.add_argument("--top", type=int, default=3, help="Fig. 8 coordinates with the largest |mu|")
-    ap.add_argument("--random", type=int, default=3, help="Fig. 8 coordinates drawn at random")
+    ap.add_argument("--steps", help="checkpoint steps, comma separated (0: the initial weights)")
+    ap.add_argument("--examples", type=int, help="training examples per checkpoint (N)")
+    ap.add_argument("--chunk", type=int, help="examples per vmap call or per loop (bounds memory)")
+    ap.add_argument("--top", type=int, help="Fig. 8 coordinates with the largest |mu| (per MoE part in an MoE)")
+    ap.add_argument("--random", type=int, help="Fig. 8 coordinates drawn at random (per MoE part in an MoE)")
     ap.add_argument("--sample-seed", type=int, default=12345, help="draws the N examples")
-    ap.add_argument("--hessian-probes", type=int, default=16,
+    ap.add_argument("--hessian-probes", type=int,
                     help="Hutchinson probes for Eq 14 / 16 / 1 (HVPs: this + 2 x groups); 0 skips the Hessian part")
     ap.add_argument("--hessian-groups", type=int, default=8,
                     help="example groups for the unbiased products of means and the sampling error (>= 3)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default reports/figures)")
+    ap.set_defaults(**dict(item.options))  # strings: argparse converts them by each option's type
     args = ap.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
@@ -193,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = [int(s) for s in args.steps.split(",") if s.strip()]
     except ValueError:
         ap.error(f"--steps must be integers separated by commas, got {args.steps!r}")
-    cfg = compose(overrides_with_defaults(args.overrides))
+    cfg = compose(overrides_with_defaults(args.overrides, item.figure))
     command = " ".join(["python reports/fig2a_fig8_gradients.py", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.perf_counter()
     points = diagnostics.run(cfg, steps, args.examples, args.chunk, args.sample_seed, args.top, args.random,
@@ -201,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    png = out / f"{NAME}.png"
-    draw(points, cfg, png, args.examples)
-    data = payload(points, cfg, command, seconds, args.hessian_probes, args.hessian_groups)
+    png = out / f"{item.output}.png"
+    draw(points, cfg, png, args.examples, item.figure)
+    data = payload(points, cfg, command, seconds, args.hessian_probes, args.hessian_groups, item.figure)
     png.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print(f"{seconds:.1f} s\nfigure: {png}\nnumbers: {png.with_suffix('.json')}")
     return 0

@@ -56,6 +56,37 @@ def test_table1_cnn_grids_are_kept_and_extended_upward():
     assert sweep_size(few) == 12 * 18 * 3
 
 
+
+def test_fig5_is_table1s_moe_lattice_in_whole_sequences_and_the_small_grid_is_its_own_experiment():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        paper = compose("config", overrides=["+experiment=fig5_moe_redpajama"], return_hydra_config=True)
+        small = compose("config", overrides=["+experiment=fig5_moe_redpajama_small"], return_hydra_config=True)
+    seq = paper.task.seq_len
+    assert seq == 512 and paper.task.batch_unit == "tokens" and paper.task.name == "redpajama"
+    # Table 1: LR 2e-6 .. 6e-5 step 2e-6; B 192k + 1.2M k tokens (k, M = 1e3, 1e6) up to 12M: 10 values, each the
+    # nearest whole number of sequences
+    assert sweep_values(paper, "optimizer.lr") == pytest.approx([2e-6 * k for k in range(1, 31)], rel=1e-9)
+    batches = sweep_values(paper, "batch")
+    paper_b = [192_000 + 1_200_000 * k for k in range(10)]
+    assert len(batches) == 10 and paper_b[-1] < 12_000_000 < paper_b[-1] + 1_200_000
+    assert all(b % seq == 0 and abs(b - t) <= seq / 2 for b, t in zip(batches, paper_b))
+    assert paper.rounds == 10 and sweep_size(paper) == 30 * 10 * 10 and paper.protocol.k == 300
+    assert list(paper.optimizer.betas) == [0.9, 0.999] and paper.model.name == "moe_shared"
+    # the counters count tokens: the EMA spans a step of the largest B, the closest probes one of the smallest
+    assert paper.protocol.ema_examples >= batches[-1] and paper.protocol.probe.min_gap <= batches[0]
+    assert paper.protocol.probe.size % seq == 0 and paper.protocol.patience >= 20 * batches[-1]
+    assert paper.protocol.max_examples >= batches[-1] * (paper.protocol.k + 20)  # K steps at the largest B fit
+    # the suite's scaled-down grid, kept under its own name (and store directory)
+    assert small.experiment_name == "fig5_moe_redpajama_small" != paper.experiment_name
+    assert sweep_values(small, "optimizer.lr") == pytest.approx([1.25e-4 * 2**k for k in range(6)], rel=1e-9)
+    assert sweep_values(small, "batch") == [8192 * 2**k for k in range(6)] and sweep_size(small) == 6 * 6 * 3
+    assert small.task.name == paper.task.name and small.model.name == paper.model.name and small.protocol.k == 300
+    for name in ("fig5_moe_redpajama", "fig5_moe_redpajama_small"):  # the labels name the data the task loads
+        text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
+        assert "RedPajama-Data-1T-Sample" in text and "192k to 11M" not in text
+
 def test_cnn5_is_the_documented_size(make_cfg):
     model = build(make_cfg("task=fashion_mnist", "model=cnn5", tiny=False).model)
     assert sum(p.numel() for p in model.parameters()) == 61_706  # as conf/model/cnn5.yaml says

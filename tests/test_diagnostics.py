@@ -1,11 +1,13 @@
 """Per-example gradient diagnostics (surge_repro/run/diagnostics.py, reports/fig2a_fig8_gradients.py): vmap against a
 loop of backward passes, the moments and B_simple against closed-form gradients of a linear softmax model, the
 normality statistics on known distributions, Eq 14 / 16 / 1 from Hessian-vector products against the dense
-closed-form Hessian, their group estimates against a known population, and the report script's files. CPU, a few
-seconds each."""
+closed-form Hessian, their group estimates against a known population, the report script's files, and Fig. 8's MoE
+path: a tiny Qwen2-MoE on a RedPajama folder in its real on-disk format (offline), whose per-sequence gradients
+come from a loop (vmap refuses the expert routing). CPU, a few seconds each (the MoE's: about 20 s)."""
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,12 +18,13 @@ import torch.nn.functional as F
 from torch.func import functional_call, hessian
 
 from surge_repro.analysis import gradient_stats
-from surge_repro.config import build
+from surge_repro.config import build, compose
 from surge_repro.run import diagnostics
-from surge_repro.tasks import TensorTask
+from surge_repro.tasks import TensorTask, text
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
+EXCERPT = Path(__file__).resolve().parent / "data" / "tempest_excerpt.txt"
 
 
 def _linear_task(n=300, d=5, c=3, seed=0):
@@ -50,6 +53,10 @@ def test_vmap_matches_loop_of_backward_passes(make_cfg):
     want = torch.stack(rows)
     assert got.shape == want.shape == (40, sum(p.numel() for p in model.parameters()))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # the loop (for models vmap refuses) gives the same rows; this model takes the fast path
+    looped = torch.cat([g for _, g in diagnostics.per_example_grads(model, task, inputs, labels, 16, batched=False)])
+    torch.testing.assert_close(looped, want, rtol=1e-5, atol=1e-6)
+    assert diagnostics.vmap_refusal(model, task, inputs, labels) is None
 
 
 def test_moments_and_b_simple_match_closed_form_linear_softmax():
@@ -117,11 +124,12 @@ def test_script_writes_png_and_json(tmp_path):
     overrides = [f"paths.store={tmp_path / 'store'}", f"paths.data={tmp_path / 'data'}"] + TINY
     assert script.main(overrides + ["--steps", "0,20", "--examples", "128", "--chunk", "50",
                                     "--out", str(tmp_path)]) == 0
-    png, js = tmp_path / "fig2a_fig8_gradients.png", tmp_path / "fig2a_fig8_gradients.json"
+    png, js = tmp_path / "fig2a_gradients.png", tmp_path / "fig2a_gradients.json"
     assert png.stat().st_size > 10_000
     data = json.loads(js.read_text())
     assert [c["step"] for c in data["checkpoints"]] == [0, 20]
-    assert data["point"]["model"] == "tiny_mlp" and data["point"]["batch"] == 16
+    assert data["point"]["model"] == "tiny_mlp" and data["point"]["batch"] == data["point"]["batch_examples"] == 16
+    assert data["paper_item"] == "Fig. 2(a)"
     for c in data["checkpoints"]:
         assert c["ratio"]["min"] <= c["ratio"]["q01"] <= c["ratio"]["q05"] <= c["ratio"]["q50"]
         assert c["b_simple"] > 0 and len(c["coordinates"]) == 6
@@ -134,7 +142,7 @@ def test_script_writes_png_and_json(tmp_path):
     assert data["hessian_probes"] == 16
     assert script.main(overrides + ["--steps", "0", "--examples", "64", "--hessian-probes", "0",
                                     "--out", str(tmp_path / "off")]) == 0
-    off = json.loads((tmp_path / "off" / "fig2a_fig8_gradients.json").read_text())
+    off = json.loads((tmp_path / "off" / "fig2a_gradients.json").read_text())
     assert off["checkpoints"][0]["hessian"] is None and off["checkpoints"][0]["b_simple"] > 0
 
 
@@ -338,3 +346,100 @@ def test_hessian_switch_and_arguments():
     assert diagnostics.measure(model, task, x, y, hessian_probes=0)["hessian"] is None
     with pytest.raises(ValueError, match="hessian_groups"):
         diagnostics.measure(model, task, x, y, hessian_probes=4, hessian_groups=2)
+
+
+def test_the_registry_puts_fig2a_on_the_cnn_and_fig8_on_the_moe():
+    from surge_repro.config import validate
+    from surge_repro.report.figures import GRADIENTS
+
+    cnn, moe = (compose(list(GRADIENTS[f].point)) for f in ("2a", "8"))
+    for cfg in (cnn, moe):
+        validate(cfg)
+    assert (cnn.model.name, cnn.task.name, int(cnn.batch)) == ("cnn5", "fashion_mnist", 8)
+    assert (moe.model.name, moe.task.name, moe.task.batch_unit) == ("moe_shared", "redpajama", "tokens")
+    assert int(moe.batch) % moe.task.seq_len == 0 and dict(GRADIENTS["8"].options)["hessian_probes"] == "0"
+    assert GRADIENTS["8"].label == "Fig. 8" and "RedPajama" in GRADIENTS["8"].status
+
+
+@pytest.fixture(scope="module")
+def redpajama_root(tmp_path_factory):
+    """A data folder holding RedPajama as prepare writes it: a saved dataset with the sample's columns (text, meta;
+    the documents are the vendored Shakespeare excerpt's paragraphs), tokenized by the real prepare step. No hub."""
+    import datasets
+
+    root = tmp_path_factory.mktemp("data")
+    docs = [d for d in EXCERPT.read_text().split("\n\n") if d.strip()]
+    rows = {"text": docs, "meta": [json.dumps({"source": "tempest_excerpt"})] * len(docs)}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(root / "redpajama" / "train"))
+    text.prepare_redpajama(str(root))
+    shutil.rmtree(root / "redpajama" / "train")  # the task reads tokens.npy alone
+    return root
+
+
+def moe_overrides(root, tmp_path):
+    # Fig. 8's workload at a tiny size: the task's batch counts tokens, 64 = 4 sequences of 16
+    return ["task=redpajama", "model=moe_tiny", f"paths.data={root}", f"paths.store={tmp_path / 'store'}",
+            "task.seq_len=16", "batch=64", "optimizer.lr=1e-3", "threads=1", "device=cpu"]
+
+
+def test_moe_per_sequence_gradients_by_loop_and_fig8_from_each_moe_part(redpajama_root, tmp_path):
+    cfg = compose(moe_overrides(redpajama_root, tmp_path))
+    task = build(cfg.task)
+    torch.manual_seed(0)
+    model = build(cfg.model)
+    inputs, labels = task.probe(12 * 16, 1)  # 12 sequences (the probe counts tokens)
+    assert inputs.shape == (12, 16)
+    assert "RuntimeError" in diagnostics.vmap_refusal(model, task, inputs, labels)  # the expert routing
+    g = torch.cat([c for _, c in diagnostics.per_example_grads(model, task, inputs, labels, 5, batched=False)])
+    names = diagnostics.coordinate_names(model)
+    assert g.shape == (12, sum(n for _, n in names))
+    # their mean is the full-batch gradient (equal-length sequences: the loss is their mean), and a row is the
+    # gradient of its sequence alone
+    model.zero_grad()
+    task.loss(model, (inputs, labels)).backward()
+    full = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(g.mean(0), full, rtol=1e-4, atol=1e-7)
+    for i in (0, 7):
+        model.zero_grad()
+        task.loss(model, (inputs[i:i + 1], labels[i:i + 1])).backward()
+        torch.testing.assert_close(g[i], torch.cat([p.grad.reshape(-1) for p in model.parameters()]),
+                                   rtol=1e-4, atol=1e-7)
+    stats = diagnostics.measure(model, task, inputs, labels, chunk=5, n_top=1, n_random=1, hessian_probes=0)
+    assert stats["per_example"].startswith("loop over examples") and stats["hessian"] is None
+    assert all(math.isfinite(stats["ratio"][k]) for k in ("min", "q01", "q05", "q50")) and stats["b_simple"] > 0
+    groups = diagnostics.coordinate_groups(names)
+    assert list(groups) == ["router", "routed experts", "shared expert"]
+    coords = stats["coordinates"]
+    assert [(c["group"], c["kind"]) for c in coords] == [(part, kind) for part in groups
+                                                        for kind in ("largest |mu|", "random")]
+    pattern = {"router": ".mlp.gate.weight[", "routed experts": ".mlp.experts.", "shared expert": ".mlp.shared_expert."}
+    mu = g.double().mean(0)
+    for c in coords:
+        assert pattern[c["group"]] in c["name"] and c["name"].startswith("model.layers."), c
+        np.testing.assert_allclose(c["_values"], g[:, c["index"]].double().numpy(), rtol=1e-6)
+        assert c["mu"] == pytest.approx(float(mu[c["index"]]), rel=1e-6) and math.isfinite(c["sigma"])
+        if c["kind"] == "largest |mu|":  # the largest within its own part, not over the whole model
+            part = torch.cat([mu[s:s + n] for s, n in groups[c["group"]]])
+            assert abs(c["mu"]) == pytest.approx(float(part.abs().max()), rel=1e-9)
+    with pytest.raises(ValueError, match=r"Fix: hessian_probes=0"):
+        diagnostics.measure(model, task, inputs, labels, hessian_probes=4, hessian_groups=3)
+
+
+def test_fig8_script_draws_the_moe(redpajama_root, tmp_path):
+    sys.path.insert(0, str(ROOT / "reports"))
+    try:
+        import fig2a_fig8_gradients as script
+    finally:
+        sys.path.pop(0)
+    assert script.main(["--figure", "8", *moe_overrides(redpajama_root, tmp_path), "--steps", "0,2",
+                        "--examples", "10", "--chunk", "4", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "fig8_moe_gradients.json").read_text())
+    assert (tmp_path / "fig8_moe_gradients.png").stat().st_size > 10_000
+    assert data["paper_item"] == "Fig. 8" and data["hessian_probes"] == 0  # the registry's options for Fig. 8
+    assert data["point"] == {"task": "redpajama", "model": "moe_tiny", "optimizer": "adam", "batch": 64,
+                             "batch_unit": "tokens", "batch_examples": 4, "lr": 1e-3, "seed": 0}
+    for c in data["checkpoints"]:
+        assert c["n_examples"] == 10 and c["hessian"] is None and c["per_example"].startswith("loop")
+        assert {x["group"] for x in c["coordinates"]} == {"router", "routed experts", "shared expert"}
+        assert len(c["coordinates"]) == 6 and all(x["name"].startswith("model.layers.") for x in c["coordinates"])
+    assert [c["step"] for c in data["checkpoints"]] == [0, 2]

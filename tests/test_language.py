@@ -220,7 +220,7 @@ def test_language_experiments_compose_with_their_exact_grids():
                                        "sequences"),
         "fig6_distilgpt2_eli5_fine": ([k * 1e-5 for k in range(1, 110, 6)], list(range(4, 115, 5)), 10, 50,
                                       [0.9, 0.999], "sequences"),
-        "fig5_moe_redpajama": ([1.25e-4 * 2**k for k in range(6)], [8192 * 2**k for k in range(6)], 3, 300,
+        "fig5_moe_redpajama_small": ([1.25e-4 * 2**k for k in range(6)], [8192 * 2**k for k in range(6)], 3, 300,
                                [0.9, 0.999], "tokens"),
         "shakespeare_small": ([2.5e-3 * 2**k for k in range(6)], [1, 2, 4, 8, 16], 2, 5, [0.9, 0.999], "sequences"),
     }

@@ -7,6 +7,9 @@ status table (``sweep_status``: done / partial k of N / not run). An item's expe
 
     python reports/fig3_resnet18_tinyimagenet.py     # one figure
     python reports/index.py                          # every figure with data, and reports/figures/index.html
+
+Fig. 2(a) and Fig. 8 come from one point's per-example gradients, not from a grid: ``GRADIENTS`` holds them (the
+CNN's and the MoE's), drawn by ``reports/fig2a_fig8_gradients.py --figure 2a`` and ``--figure 8``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ TITLES = {
     "fig3_resnet18_tinyimagenet.py": "Fig. 3: optimal LR against batch size at six training losses, ResNet-18 on "
                                      "Tiny-ImageNet, Adam (0, 0)",
     "fig4_distilgpt2_eli5.py": "Fig. 4: optimal LR against batch size, simplified DistilGPT2 on ELI5-Category",
-    "fig5_moe_redpajama.py": "Fig. 5: optimal LR against batch size, fine-grained MoE on RedPajama-v2, Adam",
+    "fig5_moe_redpajama.py": "Fig. 5: optimal LR against batch size, fine-grained MoE on RedPajama-Data-1T-Sample "
+                             "(the paper: RedPajama-v2), Adam",
     "fig6_distilgpt2_eli5_fine.py": "Fig. 6: a finer grid for Fig. 4(b), DistilGPT2 on ELI5-Category, Adam",
     "shakespeare_small.py": "Suite: optimal LR against batch size, a small language model on Shakespeare",
     "vit_cifar.py": "Suite: optimal LR against batch size, ViT on CIFAR",
@@ -74,7 +78,11 @@ ITEMS = [
     Item("Fig. 4(b)", "fig4b_distilgpt2_eli5_adam", "fig4_distilgpt2_eli5.py",
          "simplified DistilGPT2 on ELI5-Category, Adam (0.9, 0.999)"),
     Item("Fig. 5", "fig5_moe_redpajama", "fig5_moe_redpajama.py",
-         "fine-grained MoE on RedPajama-v2, Adam (0.9, 0.999), batch in tokens"),
+         "fine-grained MoE on RedPajama-Data-1T-Sample, Adam (0.9, 0.999), Table 1's lattice: B 0.192M-10.992M "
+         "tokens, LR 2e-6 to 6e-5, 10 rounds"),
+    Item("Fig. 5, scaled down", "fig5_moe_redpajama_small", "fig5_moe_redpajama.py",
+         "the suite's one-GPU grid for Fig. 5: the same MoE and data, B 8,192-262,144 tokens, LR 1.25e-4 to 4e-3, "
+         "3 rounds", default=False),
     Item("Fig. 6", "fig6_distilgpt2_eli5_fine", "fig6_distilgpt2_eli5_fine.py",
          "a finer (B, LR) grid for the Fig. 4(b) setting"),
     Item("quickstart", "quickstart", "fig2_cnn5_fmnist.py",
@@ -87,6 +95,53 @@ ITEMS = [
     Item("ground truth (SGD)", "ground_truth_sgd", "ground_truth.py",
          "noisy quadratic, SGD: the pipeline must recover Eq 1 and no surge"),
 ]
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """A paper item drawn from one point's per-example gradients (``reports/fig2a_fig8_gradients.py --figure``),
+    not from a grid: the point it trains (Hydra overrides; a user's override of the same key wins), the script's
+    options for it, and the data it needs. Not in ``ITEMS``: no store, and a run trains (minutes on a CPU for the
+    CNN, a GPU for the MoE), so ``reports/index.py`` does not draw it."""
+
+    label: str
+    figure: str  # the script's --figure
+    output: str  # reports/figures/<output>.png and .json
+    point: tuple[str, ...]
+    options: tuple[tuple[str, str], ...]  # (option, value): the script's argparse defaults for this figure
+    data: str  # python -m surge_repro.tasks.prepare task=<data>
+    shows: str
+    status: str = ""  # what stands in the way of running it here, if anything
+
+    @property
+    def command(self) -> str:
+        return f"python reports/fig2a_fig8_gradients.py --figure {self.figure}"
+
+
+GRADIENTS = {
+    "2a": Gradients(
+        "Fig. 2(a)", "2a", "fig2a_gradients",
+        ("task=fashion_mnist", "model=cnn5", "optimizer=adam", "batch=8", "optimizer.lr=1e-3"),
+        (("steps", "0,300"), ("examples", "1024"), ("chunk", "256"), ("top", "3"), ("random", "3"),
+         ("hessian_probes", "16")),
+        "fashion_mnist",
+        "CNN on Fashion-MNIST, Adam, B = 8: Theorem 3's per-parameter bound pi sigma_i^2 / (2 mu_i^2), B_simple, and "
+        "Eq 14 / 16 / 1 from Hessian-vector products (vmap over the examples)"),
+    "8": Gradients(
+        "Fig. 8", "8", "fig8_moe_gradients",
+        ("task=redpajama", "model=moe_shared", "optimizer=adam", "batch=65536", "optimizer.lr=1e-3"),
+        # a 79M-parameter gradient per example: 8 of them (2.5 GB) per chunk; one backward per example (vmap refuses
+        # the expert loop), so no Hessian part; one coordinate of each kind from each MoE part: 6 panels
+        (("steps", "0,1000"), ("examples", "1024"), ("chunk", "8"), ("top", "1"), ("random", "1"),
+         ("hessian_probes", "0")),
+        "redpajama",
+        "fine-grained MoE (moe_shared) on RedPajama-Data-1T-Sample, Adam, B = 65,536 tokens (128 sequences), LR "
+        "1e-3 (the middle of fig5_moe_redpajama_small): per-sequence gradients of the router, routed-expert and "
+        "shared-expert coordinates with the largest |mu| and at random, against the fitted Gaussian",
+        status="not run: RedPajama cannot be had here (python -m surge_repro.tasks.prepare task=redpajama needs the "
+               "hub), and the 79M-parameter MoE is meant for a GPU (time not measured); tests/test_diagnostics.py "
+               "runs the same path on moe_tiny"),
+}
 
 
 def by_script(script: str | Path) -> tuple[str, list[Item]]:

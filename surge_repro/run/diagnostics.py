@@ -3,13 +3,19 @@
 
 ``run(cfg, steps, examples)`` trains one point of a composed config (task, model, optimizer, batch, lr) through the
 training loop's steps (``train.Steps``, without store or protocol) and, at each checkpoint step, computes the gradient
-of every one of ``examples`` training examples with ``torch.func`` (``functional_call`` + ``vmap(grad)``), in chunks.
+of every one of ``examples`` training examples with ``torch.func`` (``functional_call`` + ``vmap(grad)``), in chunks;
+for a model vmap refuses (the MoE: transformers' expert loop routes with ``torch.nonzero``), ``grad`` of
+``functional_call`` once per example, the same gradients in a loop, without the Hessian part (its HVPs are vmapped).
 From them, per parameter coordinate i: the mean mu_i and the standard deviation sigma_i (Theorem 2's per-coordinate
 model, G_est,i ~ N(mu_i, sigma_i^2 / B)), the ratio pi sigma_i^2 / (2 mu_i^2) (Theorem 3 needs B << it for every i, Eq
 13), B_simple = tr(Sigma) / |G|^2, and, for a few chosen coordinates, the per-example values with normality statistics.
 ``reports/fig2a_fig8_gradients.py`` draws the result::
 
-    python reports/fig2a_fig8_gradients.py task=fashion_mnist model=cnn5 batch=8 optimizer.lr=1e-3 --steps 0,300
+    python reports/fig2a_fig8_gradients.py --figure 2a    # Fig. 2(a): the CNN on Fashion-MNIST
+    python reports/fig2a_fig8_gradients.py --figure 8     # Fig. 8: the MoE on RedPajama (data not available here)
+
+Fig. 8's coordinates: in an MoE, the largest-|mu| and random coordinates of each MoE part (``MOE_PARTS``: router,
+routed experts, shared expert), named parameter[index]; in other models, of all coordinates.
 
 Estimation notes (they matter for reading the numbers):
 
@@ -18,7 +24,8 @@ Estimation notes (they matter for reading the numbers):
   0 the plug-in ratio is about pi N / 2 (``noise_floor``), so ratios near or above that are "mean not resolved", not
   measured bounds. ``ratio_corrected`` uses mu_hat^2 - sigma^2/N (infinite where that is <= 0).
 - B_simple uses tr(Sigma) = sum_i sigma_i^2 and the unbiased |G|^2 = |mu_hat|^2 - tr(Sigma)/N (McCandlish App. A);
-  ``b_simple_plugin`` divides by |mu_hat|^2 instead (biased low). Both are in the task's batch units (examples).
+  ``b_simple_plugin`` divides by |mu_hat|^2 instead (biased low). Both are in examples: for a token task an example
+  is a sequence (times seq_len for tokens), and ``batch_examples`` is the trained batch in those units.
 - The per-example gradients are of the training loss at the current parameters, one example at a time; models with
   BatchNorm are refused, since their per-example gradient depends on the rest of the batch.
 
@@ -62,6 +69,7 @@ where the rest of ``measure`` takes 1-2 s):
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -89,11 +97,8 @@ def _check_model(model: torch.nn.Module) -> None:
                          "use a model without it (model=cnn5, model=tiny_mlp)")
 
 
-def per_example_grads(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor, chunk: int = 256):
-    """Yield (start, G) for consecutive chunks of the examples: G is chunk x P, the flattened gradient of each
-    example's loss with respect to all trainable parameters (in ``named_parameters`` order)."""
-    _check_model(model)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
+def _example_grad(model: torch.nn.Module, task):
+    """(params, grad_fn): grad_fn(params, x, y) is the gradient dict of one example's loss (x, y: one example)."""
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
 
@@ -101,13 +106,52 @@ def per_example_grads(model: torch.nn.Module, task, inputs: torch.Tensor, labels
         # a batch of one through the task's own loss, so the diagnostics use exactly the training objective
         return task.loss(lambda inp: functional_call(model, (p, buffers), (inp,)), (x.unsqueeze(0), y.unsqueeze(0)))
 
-    per_example = vmap(grad(one_loss), in_dims=(None, 0, 0))
+    return params, grad(one_loss)
+
+
+def vmap_refusal(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """None if ``vmap`` batches the per-example gradient of this model, else why not. transformers' eager MoE
+    experts route tokens with data-dependent shapes (torch.nonzero), which vmap refuses; only trying tells (as
+    ``run.packing`` finds for packed training), on the first two examples."""
+    _check_model(model)
+    params, one = _example_grad(model, task)
+    try:
+        vmap(one, in_dims=(None, 0, 0))(params, inputs[:2], labels[:2])
+    except Exception as err:  # whatever vmap refuses, a loop over the examples computes the same gradients
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    return None
+
+
+def batching(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor, hessian_probes: int):
+    """``vmap_refusal``, refused with the fix named where the Hessian part is asked for: its HVPs are vmapped."""
+    refusal = vmap_refusal(model, task, inputs, labels)
+    if refusal and hessian_probes:
+        raise ValueError(f"vmap cannot batch this model ({refusal}), and the Hessian-vector products need it; "
+                         f"its per-example gradients come from a loop. Fix: hessian_probes=0 (--hessian-probes 0)")
+    return refusal
+
+
+def per_example_grads(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor, chunk: int = 256,
+                      batched: bool = True):
+    """Yield (start, G) for consecutive chunks of the examples: G is chunk x P, the flattened gradient of each
+    example's loss with respect to all trainable parameters (in ``named_parameters`` order). ``batched``: one
+    ``vmap(grad)`` call per chunk (fast); False: ``grad`` of ``functional_call`` once per example, for models vmap
+    refuses (``vmap_refusal``: the MoE's expert routing), the same numbers in a Python loop."""
+    _check_model(model)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params, one = _example_grad(model, task)
+    per_example = vmap(one, in_dims=(None, 0, 0))
     was_training = model.training
     model.train()  # dropout is 0 in every model here; train mode keeps the loss the one training minimises
     try:
         for start in range(0, len(labels), chunk):
-            g = per_example(params, inputs[start:start + chunk], labels[start:start + chunk])
-            yield start, torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1)
+            x, y = inputs[start:start + chunk], labels[start:start + chunk]
+            if batched:
+                g = per_example(params, x, y)
+                yield start, torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1)
+            else:
+                rows = [one(params, x[i], y[i]) for i in range(len(y))]
+                yield start, torch.stack([torch.cat([r[n].reshape(-1) for n in names]) for r in rows])
     finally:
         model.train(was_training)
 
@@ -117,23 +161,62 @@ def coordinate_names(model: torch.nn.Module) -> list[tuple[str, int]]:
     return [(n, p.numel()) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _label(names: list[tuple[str, int]], flat: int) -> str:
-    for name, size in names:
-        if flat < size:
-            return f"{name}[{flat}]"
-        flat -= size
+def _label(model: torch.nn.Module, flat: int) -> str:
+    """A flat coordinate as parameter[index]: ``model.layers.0.mlp.experts.down_proj[3, 5, 7]`` (expert 3)."""
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if flat < p.numel():
+            return f"{name}[{', '.join(str(int(i)) for i in np.unravel_index(flat, tuple(p.shape)))}]"
+        flat -= p.numel()
     raise IndexError(flat)
 
 
-def choose_coordinates(mu: torch.Tensor, var: torch.Tensor, n_top: int, n_random: int, seed: int) -> list[dict]:
-    """Fig. 8's coordinates: the ``n_top`` largest |mu| and ``n_random`` drawn uniformly among those with some
-    variance (a coordinate no example moves has no distribution to show)."""
-    top = torch.topk(mu.abs(), min(n_top, mu.numel())).indices.tolist()
-    pool = torch.nonzero(var > 0).flatten()
-    pool = pool[~torch.isin(pool, torch.tensor(top, device=pool.device))]
+# Fig. 8 of an MoE: the parameters only an MoE has, by their names in transformers' Qwen2-MoE (model=moe_shared,
+# moe_tiny): the router, the routed experts, the shared expert. The paper shows "gradient distributions during MoE
+# training" without naming the parameters; a draw over all coordinates would land mostly in the tied embedding
+# (a third of moe_shared), which the dense models have too.
+MOE_PARTS = {"router": r"\.mlp\.gate\.", "routed experts": r"\.mlp\.experts\.",
+             "shared expert": r"\.mlp\.shared_expert\."}
+
+
+def coordinate_groups(names: list[tuple[str, int]]) -> dict[str, list[tuple[int, int]]] | None:
+    """The MoE parts present (``MOE_PARTS``), each as (start, size) segments of the flat coordinates; None for a
+    model without them (its coordinates are chosen from all of them)."""
+    groups, start = {label: [] for label in MOE_PARTS}, 0
+    for name, size in names:
+        for label, pattern in MOE_PARTS.items():
+            if re.search(pattern, name):
+                groups[label].append((start, size))
+        start += size
+    return {label: segs for label, segs in groups.items() if segs} or None
+
+
+def choose_coordinates(mu: torch.Tensor, var: torch.Tensor, n_top: int, n_random: int, seed: int,
+                       groups: dict[str, list[tuple[int, int]]] | None = None) -> list[dict]:
+    """Fig. 8's coordinates: the ``n_top`` largest |mu| (where the mean is resolved, the Gaussian sits off 0) and
+    ``n_random`` drawn uniformly among those with some variance (a typical coordinate; one no example moves has no
+    distribution to show), from all coordinates or, with ``groups`` (``coordinate_groups``), from each group."""
     gen = torch.Generator().manual_seed(seed)
-    rand = pool[torch.randperm(len(pool), generator=gen)[:n_random].to(pool.device)].tolist()
-    return [{"index": i, "kind": "largest |mu|"} for i in top] + [{"index": i, "kind": "random"} for i in rand]
+    out = []
+    for label, segments in (groups or {None: [(0, mu.numel())]}).items():
+        m = torch.cat([mu[s:s + n] for s, n in segments])
+        v = torch.cat([var[s:s + n] for s, n in segments])
+        offsets = torch.tensor([s for s, _ in segments])
+        ends = torch.tensor([n for _, n in segments]).cumsum(0)
+
+        def flat(j: int) -> int:  # position in the group -> flat coordinate
+            k = int(torch.searchsorted(ends, j, right=True))
+            return int(offsets[k]) + j - (int(ends[k - 1]) if k else 0)
+
+        top = torch.topk(m.abs(), min(n_top, m.numel())).indices
+        pool = torch.nonzero(v > 0).flatten()
+        pool = pool[~torch.isin(pool, top)]
+        rand = pool[torch.randperm(len(pool), generator=gen)[:n_random].to(pool.device)]
+        group = {} if label is None else {"group": label}
+        out += [{"index": flat(j), "kind": "largest |mu|", **group} for j in top.tolist()]
+        out += [{"index": flat(j), "kind": "random", **group} for j in rand.tolist()]
+    return out
 
 
 def hessian_vector_products(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Tensor,
@@ -219,15 +302,19 @@ def measure(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Te
     per-example gradients: the first for the moments, the second for the values of the coordinates the first one
     picks (keeping the whole N x P matrix instead would cost N x P floats: 250 MB for the CNN at N = 1024).
     ``hessian_probes`` > 0 adds ``stats["hessian"]`` (``hessian_stats``: Eq 14, 16 and 1, with
-    2 * ``hessian_groups`` + ``hessian_probes`` HVPs); 0 leaves it None."""
+    2 * ``hessian_groups`` + ``hessian_probes`` HVPs); 0 leaves it None. A model vmap refuses (the MoE) gets its
+    per-example gradients from a loop (``stats["per_example"]`` says which) and no Hessian part: the HVPs are
+    vmapped too. Fig. 8's coordinates come from each MoE part (``coordinate_groups``) where the model has them."""
     n = len(labels)
     if hessian_probes and not (hessian_probes >= 2 and 3 <= hessian_groups <= n):
         raise ValueError(f"hessian_probes must be 0 or >= 2 and hessian_groups in [3, N = {n}] (the jackknife "
                          f"leaves one out), got {hessian_probes} and {hessian_groups}")
     t0 = time.perf_counter()
+    refusal = batching(model, task, inputs, labels, hessian_probes)
+    batched = refusal is None
     mom = Moments()
     sums = counts = None
-    for start, g in per_example_grads(model, task, inputs, labels, chunk):
+    for start, g in per_example_grads(model, task, inputs, labels, chunk, batched):
         mom.add(g)
         if hessian_probes:
             if sums is None:
@@ -237,6 +324,7 @@ def measure(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Te
             sums.index_add_(0, gid, g.double())
             counts.index_add_(0, gid, torch.ones(len(g), dtype=torch.float64, device=g.device))
     stats = gradient_stats(mom.mean, mom.var, mom.n)
+    stats["per_example"] = "vmap" if batched else f"loop over examples (vmap refuses: {refusal})"
     stats["hessian"] = None
     if hessian_probes:
         t1 = time.perf_counter()
@@ -244,13 +332,14 @@ def measure(model: torch.nn.Module, task, inputs: torch.Tensor, labels: torch.Te
                               sums / counts[:, None], counts, mom.var, hessian_probes, seed)
         stats["hessian"] = hessian_stats(terms)
         stats["hessian"]["seconds"] = time.perf_counter() - t1
-    coords = choose_coordinates(mom.mean, mom.var, n_top, n_random, seed)
-    idx = torch.tensor([c["index"] for c in coords], device=mom.mean.device, dtype=torch.long)
-    values = torch.cat([g[:, idx].double() for _, g in per_example_grads(model, task, inputs, labels, chunk)])
     names = coordinate_names(model)
+    coords = choose_coordinates(mom.mean, mom.var, n_top, n_random, seed, coordinate_groups(names))
+    idx = torch.tensor([c["index"] for c in coords], device=mom.mean.device, dtype=torch.long)
+    values = torch.cat([g[:, idx].double()
+                        for _, g in per_example_grads(model, task, inputs, labels, chunk, batched)])
     for j, c in enumerate(coords):
         v = values[:, j].cpu().numpy()
-        c["name"] = _label(names, c["index"])
+        c["name"] = _label(model, c["index"])
         c["mu"], c["sigma"] = float(mom.mean[c["index"]]), float(mom.var[c["index"]].sqrt())
         c["ratio"] = math.pi * c["sigma"] ** 2 / (2 * c["mu"] ** 2) if c["mu"] != 0 else None
         c["normality"] = normality(v)
@@ -299,9 +388,12 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
     engine = Single(cfg, task, device)
     model = engine.model
     _check_model(model)
-    inputs, labels = task.probe(examples, sample_seed)
+    unit = getattr(task, "unit", 1)  # batch units per example: a token task's probe counts tokens, N sequences
+    inputs, labels = task.probe(examples * unit, sample_seed)
     if len(labels) < examples:
         log(f"the task has only {len(labels)} training examples; using all of them")
+    if batching(model, task, inputs, labels, hessian_probes):  # before training: the first checkpoint may be late
+        log("vmap cannot batch this model: its per-example gradients come from a loop over the examples")
     stepper = Steps(engine, task, [int(cfg.seed)], int(cfg.batch))
     out, step, loss = [], 0, None
     t0 = time.perf_counter()
@@ -314,7 +406,10 @@ def run(cfg: DictConfig, steps: list[int], examples: int, chunk: int = 256, samp
         sample_loss = probe_loss(lambda batch: task.loss(model, batch), (inputs, labels), chunk)
         stats = measure(model, task, inputs, labels, chunk, n_top, n_random, seed=sample_seed + step,
                         hessian_probes=hessian_probes, hessian_groups=hessian_groups)
-        b = int(cfg.batch)
+        # the trained batch in examples (one example = one sequence of a token task, whose batch counts tokens):
+        # what Theorem 3's ratio and the minibatch means below compare with
+        b = int(cfg.batch) // unit
+        stats["batch_examples"] = b
         for c in stats["coordinates"]:
             # Theorem 2 models the minibatch mean of B examples: by the CLT its skewness shrinks as 1/sqrt(B) and
             # its excess kurtosis as 1/B, so these are the per-example values carried to the trained batch size
