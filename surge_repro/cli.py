@@ -8,6 +8,7 @@ Installed (``pip install .``), from any directory:
     surge-status +experiment=quickstart            # = python -m surge_repro.launch.status ...
     surge-report fig2_cnn5_fmnist +experiment=quickstart   # = python reports/fig2_cnn5_fmnist.py ...
     surge-budget +experiment=quickstart            # = python -m surge_repro.analysis.budget ...
+    surge-targets +experiment=quickstart           # = python -m surge_repro.analysis.targets ...
     surge-mirror store quickstart                  # = python -m surge_repro.mirror ...
     surge-store store                              # = python -m surge_repro.store ...
 
@@ -67,6 +68,12 @@ def report(argv: Sequence[str] | None = None) -> int:
 
 def budget() -> int:
     from surge_repro.analysis import budget as module
+
+    return module.main()
+
+
+def targets() -> int:
+    from surge_repro.analysis import targets as module
 
     return module.main()
 

@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIS = [["run.py"], ["-m", "surge_repro.launch.status"], ["-m", "surge_repro.store"], ["-m", "surge_repro.mirror"],
-        ["-m", "surge_repro.analysis.budget"], ["-m", "surge_repro.tasks.prepare"]] + \
+        ["-m", "surge_repro.analysis.budget"], ["-m", "surge_repro.analysis.targets"],
+        ["-m", "surge_repro.tasks.prepare"]] + \
        [[f"reports/{p.name}"] for p in sorted((ROOT / "reports").glob("*.py"))]
 
 
@@ -77,6 +78,7 @@ def test_the_wheel_installs_and_runs_a_sweep_a_status_and_a_report_from_any_dire
 
 
 OVERRIDE_TOOLS = [["-m", "surge_repro.launch.status"], ["-m", "surge_repro.analysis.budget"],
+                  ["-m", "surge_repro.analysis.targets"],
                   ["-m", "surge_repro.tasks.prepare"], ["reports/fig2_cnn5_fmnist.py"], ["reports/index.py"],
                   ["reports/ground_truth.py"]]
 
