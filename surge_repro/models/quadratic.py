@@ -1,4 +1,5 @@
-"""A plain parameter vector, the "model" of the noisy-quadratic ground-truth task (``surge_repro.tasks.quadratic``).
+"""A plain parameter vector, the "model" of the quadratic ground-truth tasks (``surge_repro.tasks.quadratic``: the
+noisy quadratic and Eq 22's isotropic one, where every coordinate starts at ``init`` too).
 
 ``QuadraticVector(dim, init)`` holds theta (``dim`` floats), started at ``init`` on every coordinate: every seed
 starts at the same point on the Hessian's top eigenvector (the all-ones direction), where the theory's numbers are

@@ -94,6 +94,8 @@ ITEMS = [
          "noisy quadratic, Adam (0, 0): the pipeline must recover Eq 14's B_noise and Eq 9's rise and fall"),
     Item("ground truth (SGD)", "ground_truth_sgd", "ground_truth.py",
          "noisy quadratic, SGD: the pipeline must recover Eq 1 and no surge"),
+    Item("ground truth (Eq 22)", "ground_truth_eq22", "ground_truth.py",
+         "isotropic quadratic, SGD to a target: the pipeline must recover the closed form's S and Eq 22's B_noise"),
 ]
 
 
