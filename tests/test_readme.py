@@ -263,54 +263,77 @@ def test_the_fig2c_run_is_its_json_table_and_budget():
     numbers = json.loads(stem.with_suffix(".json").read_text())
     points = pd.read_csv(stem.with_suffix(".csv.gz")).drop_duplicates("signature")
     counts = Counter(points.status)
+    diverged = points[points.status == "diverged"]
+    assert set(diverged.lr) == {3.2e-2} and "diverged: all at 3.2e-2" in text
     assert (f"{len(points)} points ({counts['done']} done, {counts['capped']} capped, {counts['diverged']} "
-            f"diverged)") in text
+            f"diverged") in text
     seeds = sorted(points.seed.unique())
-    assert seeds == [0, 1, 2, 3] and "seeds 0-3" in text and "rounds=4" in text and "4 rounds" in text
+    assert seeds == list(range(5)) and "seeds 0-4" in text and "rounds=5" in text
     hours = points.wall_s.sum() / 3600
     assert f"{hours:.1f} CPU-core-hours (about {hours * 60 / len(seeds) / 2:.0f} min per round on 2 cores)" in text
     drop, steps = numbers["targets"], numbers["steps_criterion"]
-    assert {f["verdict"]["verdict"] for f in drop + steps} == {"too few seeds"} and "too few seeds.**" in text
+    assert [f["n_seeds"] for f in drop + steps] == [5] * 10 and "over the 5 seeds" in text
 
-    def span(fit):
-        defined = [x for x in fit["lr_opt"] if x is not None]
-        lo, hi = lr(min(defined)), lr(max(defined))
-        return lo if lo == hi else f"{lo} to {hi}"
+    def ci(fit, key):
+        return interval(fit[key], fit[f"{key}_ci"])
 
+    resolved = {"drop": [], "steps": []}
     for f, st in zip(drop, steps):
-        row = (f"| {target(f['target'])} | {span(st)} | {span(f)} | {g3(st['b_noise'])} | {g3(f['b_noise'])} | "
-               f"{g3(st['b_simple'])} |")
+        cd, cs = Counter(f["verdict"]["per_batch"]), Counter(st["verdict"]["per_batch"])
+        resolved["drop"].append(cd["resolved"])
+        resolved["steps"].append(cs["resolved"])
+        row = (f"| {target(f['target'])} | {f['verdict']['verdict']} ({cd['resolved']} of 12 resolved) | "
+               f"{st['verdict']['verdict']} ({cs['resolved']} of 12 resolved) | {lr(st['lr_opt'][0])} -> "
+               f"{lr(st['lr_opt'][-1])} | {ci(st, 'b_noise')} | {ci(st, 'b_simple')} |")
         assert row in text, row
-    chosen = [x for st in steps for x in st["lr_opt"] if x is not None]
+    # the fewest steps: saturation, no fall resolved, every optimum resolved at 0.8 and 0.6
+    chosen = [x for st in steps for x in st["lr_opt"]]
     assert (min(chosen), max(chosen)) == (4e-3, 1.6e-2) and "between 4e-3 and 1.6e-2 at every batch size" in text
     assert not any(any(st["on_edge"]) for st in steps) and "never on the grid's edge" in text
-    ties = sum(1 for st in steps for x in st["no_optimum"] if x == "tie")
-    assert ties == sum(1 for st in steps for x in st["no_optimum"] if x) == 1 and "at 1 of 60 (target, B)" in text
-    first = dict(zip(drop[0]["batch_sizes"], drop[0]["lr_opt"]))  # the drop at target 1.5
-    assert [first[b] for b in (864, 964, 1064)] == [2e-3] * 3 and first[1164] == 1e-3 and first[764] == 3.2e-2
-    assert "1e-3 to 2e-3 at B = 864-1164 and on the top LR (3.2e-2) at B = 764" in text
-    outside = {f["target"]: [b for b, x in zip(f["batch_sizes"], f["lr_opt"]) if not 4e-3 <= x <= 1.6e-2]
-               for f in drop[1:]}
-    assert outside == {1.2: [764], 1.0: [], 0.8: [], 0.6: [64, 164]}
-    assert drop[1]["lr_opt"][7] == 3.2e-2 and drop[-1]["lr_opt"][:2] == [1e-4, 2e-3] and drop[-1]["on_edge"][0]
-    assert "at B = 764 of 1.2 (3.2e-2) and at B = 64 and 164 of 0.6 (1e-4, on the bottom edge, and 2e-3)" in text
-    b_noise, simple = [st["b_noise"] for st in steps], [st["b_simple"] for st in steps]
-    assert simple == sorted(simple)  # B_simple grows as the loss falls
-    assert f"gives {b_noise[0]:.0f} (target 1.5) to {b_noise[-1]:.0f} (0.6)" in text
-    assert f"B_simple rises from {simple[0]:.0f} to {simple[-1]:.0f}" in text
-    negative = [sum(x < 0 for x in f["theorem5"]["max_drop"]) for f in drop]
-    assert negative == [0, 0, 0, 0, 3] and "positive at every batch size but 3 at 0.6" in text
-    eq18 = [f["theorem5"]["b_noise_eq18"] for f in drop]
-    shown = "B_noise " + ", ".join(f"{x:.0f}" for x in eq18[:-1]) + f" and {eq18[-1]:.0f}"
-    assert eq18 == sorted(eq18) and shown in text
+    assert not any(st["verdict"]["falls"] for st in steps) and "no fall resolved" in text
+    assert resolved["steps"][3:] == [12, 12] and [st["verdict"]["verdict"] for st in steps[3:]] == ["rise only"] * 2
+    assert [st["verdict"]["rises"][0] for st in steps[3:]] == [[164, 664], [64, 464]]
+    assert "B 164 -> 664 at 0.8 and B 64 -> 464 at 0.6" in text
+    for st in steps[3:]:  # 8e-3 at the smallest B, 1.6e-2 from there on to B = 1164
+        first = st["lr_opt"].index(1.6e-2)
+        assert set(st["lr_opt"][:first]) == {8e-3} and st["lr_opt"][-1] == 1.6e-2
+    for st in steps[1:3]:  # 1.2 and 1.0: 4e-3 at B = 964-1164, 8e-3 at B = 64-264
+        assert st["lr_opt"][-3:] == [4e-3] * 3 and st["lr_opt"][:3] == [8e-3] * 3
+    assert "B = 964-1164) sit at 4e-3 against 8e-3 at B = 64-264" in text
+    # the drop
+    assert "resolves " + ", ".join(map(str, resolved["drop"][:-1])) + f" and {resolved['drop'][-1]} optima" in text
+    valley = drop[1]["verdict"]
+    assert valley["verdict"] == "not single-peaked" and [464, 964] in valley["falls"] and [964, 1064] in valley["rises"]
+    assert "falls (B 464 -> 964) and rises again (B 964 -> 1064)" in text
+    assert sum(x == 1.6e-2 for f in drop for x in f["lr_opt"]) > 30 and "mostly at 1.6e-2" in text
+    # B_noise across targets: Eq 22 (fewest steps) rises, Eq 21's line resolves it, B_simple with it
+    b22 = [st["b_noise"] for st in steps]
+    assert b22 == sorted(b22) and steps[0]["b_noise_ci"][1] < steps[-1]["b_noise_ci"][0]
+    assert f"rises from {ci(steps[0], 'b_noise')} at 1.5 to {ci(steps[-1], 'b_noise')} at 0.6" in text
+    line = numbers["eq21"]["steps"]
+    assert line["n_targets"] == 5 and line["inv_alpha_b_ci"][0] > 0
+    assert (f"alpha_B = {interval(line['alpha_b'], line['alpha_b_ci'])} and B_* = "
+            f"{interval(line['b_star'], line['b_star_ci'])} examples (1/alpha_B = "
+            f"{interval(line['inv_alpha_b'], line['inv_alpha_b_ci'])}, above 0)") in text
+    assert [st["b_simple"] for st in steps] == sorted(st["b_simple"] for st in steps)
+    assert f"from {ci(steps[0], 'b_simple')} to {ci(steps[-1], 'b_simple')}" in text
+    trend = numbers["b_noise_trend"]
+    assert trend["verdict"] == "rises as the loss falls" and f'"{trend["verdict"]}"' in text
+    assert "(targets 1.5 -> 0.8, 1.2 -> 0.8)" in trend["text"] and "(1.5 -> 0.8 and 1.2 -> 0.8 resolved)" in text
+    assert max(st["b_simple"] for st in steps) < 264  # "at or below the grid's first batch sizes"
+    # Theorem 5
+    t5 = [f["theorem5"] for f in drop]
+    assert [t["verdict"] for t in t5] == ["unresolved", "consistent", "consistent", "consistent", "unresolved"]
+    for t, at in zip(t5[1:4], ("1.2", "1.0", "0.8")):
+        assert f"{interval(t['b_noise_eq18'], t['b_noise_eq18_ci'])} at {at}" in text, at
+    # the seed budget
     totals, budget = {}, {}
     for kind in ("steps", "drop"):
         budget[kind] = (EXAMPLES / f"fig2c_cnn5_fmnist_large_bs.budget_{kind}.txt").read_text()
-        totals[kind] = [float(x) for x in re.findall(r"total: \d+ points, (\S+) core-hours", budget[kind])]
-    s, d = totals["steps"], totals["drop"]
-    assert f"the fewest steps need {min(s):.1f}-{max(s):.0f} core-hours per target" in text
-    assert f"the paper's drop {min(d):.1f}-{max(d):.0f}" in text
-    beyond = {k: sum(map(int, re.findall(r"(\d) batch size\(s\) need more than 4096", v))) for k, v in budget.items()}
-    assert beyond == {"steps": 2, "drop": 1}
-    assert "(2 batch sizes priced at more than 4096 seeds are left out)" in text
-    assert "(1 such batch size left out)" in text
+        totals[kind] = [x for x in re.findall(r"total: \d+ points, (\S+) core-hours", budget[kind])]
+    assert "need " + ", ".join(totals["steps"][:-1]) + f" and {totals['steps'][-1]} core-hours" in text
+    assert "the paper's drop " + ", ".join(totals["drop"][:-1]) + f" and {totals['drop'][-1]} (1" in text
+    assert "> 4096" not in budget["steps"] and budget["drop"].count("> 4096") == 1
+    needed = re.findall(r"^\s+(\d+)\s+\d+\s+5\s+(\d+)\s", budget["steps"].split("at target 1 from")[1]
+                        .split("seed budget")[0], re.M)
+    assert [int(n) for b, n in needed if b in ("664", "764")] == [512, 2048] and "need 512 and 2048 seeds" in text

@@ -406,7 +406,14 @@ def b_noise_panel(ax, fits: list[TargetFit], trend: dict, unit: str = "examples"
         shown = [y for y, *_ in series] + [np.ravel((eq21 or {}).get(c, {}).get("band", {}).get("hi", []))
                                            for c in (eq21 or {})]
         top = np.nanmax(np.concatenate([np.ravel(y) for y in shown] + [[b_all.max()]]))
-        ax.set_ylim(0, min(ax.get_ylim()[1], 1.15 * top))
+        main = np.concatenate([np.abs(np.ravel(y)) for y, *_, label in series if "fitted to the optima" not in label
+                               and "peak" not in label])
+        if np.nanmax(main, initial=0) * 10 < top:  # Eq 2's B_noise far above the rest: a linear axis would flatten
+            # B_noise and B_simple to its floor; symlog keeps Eq 22's negative values (no trade-off) on the axis
+            ax.set_yscale("symlog", linthresh=max(1.0, b_all.min() / 2))
+            ax.set_ylim(min(0, np.nanmin(np.concatenate([np.ravel(y) for y in shown])) * 1.3), 1.5 * top)
+        else:
+            ax.set_ylim(0, min(ax.get_ylim()[1], 1.15 * top))
     ax.set_xlim(t.max() + 0.08 * (np.ptp(t) or 1), t.min() - 0.08 * (np.ptp(t) or 1))  # falling loss to the right
     ax.set_xlabel("target training loss (training goes on to the right)")
     _batch_axis(ax.yaxis, unit, "B")
