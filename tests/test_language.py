@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from surge_repro.config import CONF_DIR, build, compose, validate
 from surge_repro.launch.callbacks import sweep_size
@@ -284,3 +285,63 @@ def test_run_py_trains_a_tiny_gpt2_on_real_shakespeare(shakespeare_root, tmp_pat
     assert summary["status"] == "done" and summary["point"]["batch_unit"] == "sequences"
     assert [t["measured"] for t in summary["targets"]] == [True, True]
     assert summary["initial_loss"] == pytest.approx(math.log(50257), abs=0.5)
+
+
+def test_precision_enters_the_signature_and_fp32_is_the_plain_model(shakespeare_root):
+    from transformers import GPT2LMHeadModel
+
+    from surge_repro.point import identity, signature
+
+    point = ["batch=4", "optimizer.lr=1e-2"]
+    fp32, bf16 = lm_cfg(shakespeare_root, *point), lm_cfg(shakespeare_root, *point, "model.precision=bf16")
+    assert identity(fp32)["model"]["precision"] == "fp32" and identity(bf16)["model"]["precision"] == "bf16"
+    assert signature(fp32) != signature(bf16)  # bf16 changes a point's numbers: another point
+    assert signature(fp32) == signature(lm_cfg(shakespeare_root, *point, "device=cuda"))  # the device does not
+    # the GPU-sized LMs train in bf16 by default, the CPU-test ones in float32
+    assert compose(["model=distilgpt2_simplified", "task=eli5_category"]).model.precision == "bf16"
+    assert compose(["model=moe_shared", "task=redpajama"]).model.precision == "bf16"
+    task = build(fp32.task)
+    torch.manual_seed(0)
+    net = build(fp32.model)
+    assert type(net) is GPT2LMHeadModel  # fp32 is transformers' own class, no autocast anywhere
+    inputs, labels = task.probe(4, seed=0)
+    before = F.cross_entropy(net(inputs.long()).logits.flatten(0, -2), labels.long().flatten())  # the loss as it was
+    assert torch.equal(task.loss(net, (inputs, labels)), before)
+    with pytest.raises(ValueError, match="model.precision=bf16"):
+        build(lm_cfg(shakespeare_root, "model.precision=fp16").model)
+
+
+@pytest.mark.parametrize("model", ["gpt2_tiny", "moe_tiny"])
+def test_bf16_autocasts_the_forward_on_the_cpu_too(shakespeare_root, model):
+    cfg = lm_cfg(shakespeare_root, f"model={model}", "model.precision=bf16")
+    task = build(cfg.task)
+    torch.manual_seed(0)
+    net = build(cfg.model)
+    torch.manual_seed(0)
+    exact = build(lm_cfg(shakespeare_root, f"model={model}").model)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), exact.state_dict().values()))
+    batch = task.probe(4, seed=0)
+    assert net(batch[0].long()).logits.dtype == torch.bfloat16  # bf16 matrix products, on a CPU as on a GPU
+    loss, reference = task.loss(net, batch), task.loss(exact, batch)
+    assert loss.dtype == torch.float32 and loss.item() != reference.item()
+    assert loss.item() == pytest.approx(reference.item(), abs=0.05)  # bf16 rounding, not another model
+    loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in net.parameters() if p.grad is not None)
+
+
+def test_a_bf16_gpt2_packs_under_vmap(shakespeare_root):
+    from surge_repro.run.engines import Pack, train_step
+
+    cfg = lm_cfg(shakespeare_root, "model.precision=bf16", "batch=4", "optimizer=adam", "optimizer.lr=1e-2")
+    task = build(cfg.task)
+    models, alone = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(build(cfg.model))
+        net = build(cfg.model)
+        net.load_state_dict(models[-1].state_dict())
+        alone.append(train_step(net, build(cfg.optimizer)(net.parameters()), None, task, next(task.batches(4, seed))))
+    pack = Pack(cfg, task, models, [1e-2, 1e-2], torch.device("cpu"))
+    losses = pack.train_step(task.take(torch.stack([next(task.examples.epoch_orders(s))[:4] for s in (0, 1)])))
+    assert type(pack.base).__name__ == "Bf16GPT2LMHeadModel"  # the pack's functional_call runs the autocast forward
+    assert losses.tolist() == pytest.approx([a.item() for a in alone], abs=0.02)

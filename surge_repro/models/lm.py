@@ -11,16 +11,51 @@
 - Weights are initialised by transformers' own ``_init_weights`` from torch's global RNG, which ``train.py`` seeds
   with the point's seed before it builds the model, so a point's initial weights are a function of its seed.
 
+- ``precision``: ``fp32`` (plain float32) or ``bf16`` (the forward under ``torch.autocast`` to bfloat16: matrix
+  products and attention in bf16, weights, gradients and optimizer state in float32; the task upcasts the logits
+  before its cross entropy). The forward itself enters autocast, so every caller gets it: the one-point step, the
+  packed step (``functional_call`` runs this forward under vmap), probes and the diagnostics. bf16 changes a
+  point's numbers, so the key is part of its identity (``point.signature``: not a nuisance key); and the same key
+  means the same arithmetic on every device (``device`` is a nuisance key), so bf16 autocasts on a CPU too rather
+  than falling back to float32 there or being refused.
+
 A model is called with token ids (batch x seq_len) and returns an output whose ``.logits`` the task's loss reads.
 """
 
 from __future__ import annotations
 
+import functools
+
+import torch
+
 GPT2_VOCAB = 50257  # the BPE's 50,000 merges + 256 byte tokens + <|endoftext|>
+PRECISIONS = ("fp32", "bf16")
+
+
+class Bf16Autocast:
+    """Mixed into a transformers model class: its forward runs under bf16 autocast on the device of its inputs."""
+
+    def forward(self, *args, **kwargs):
+        device = next(a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return super().forward(*args, **kwargs)
+
+
+@functools.cache
+def _bf16_class(cls: type) -> type:
+    """``cls`` with ``Bf16Autocast``: same parameters, names and init, so checkpoints and packs see no difference."""
+    return type(f"Bf16{cls.__name__}", (Bf16Autocast, cls), {"__module__": __name__})
+
+
+def _with_precision(cls: type, precision: str, name: str) -> type:
+    if precision not in PRECISIONS:
+        raise ValueError(f"model {name}: precision={precision!r}; one of {', '.join(PRECISIONS)}. "
+                         f"Fix: model.precision=bf16 (or fp32)")
+    return _bf16_class(cls) if precision == "bf16" else cls
 
 
 def gpt2(*, n_layer: int, n_embd: int, n_head: int, n_positions: int, vocab_size: int = GPT2_VOCAB,
-         attn_implementation: str = "sdpa"):
+         attn_implementation: str = "sdpa", precision: str = "fp32"):
     """GPT-2 (pre-LayerNorm blocks, learned positions, GELU MLP of width 4 d, tied input and output embeddings)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -28,13 +63,13 @@ def gpt2(*, n_layer: int, n_embd: int, n_head: int, n_positions: int, vocab_size
                         n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
                         use_cache=False)
     config._attn_implementation = attn_implementation
-    return GPT2LMHeadModel(config)
+    return _with_precision(GPT2LMHeadModel, precision, "gpt2")(config)
 
 
 def moe(*, num_hidden_layers: int, hidden_size: int, num_attention_heads: int, num_key_value_heads: int,
         num_experts: int, num_experts_per_tok: int, moe_intermediate_size: int, shared_expert_intermediate_size: int,
         max_position_embeddings: int, vocab_size: int = GPT2_VOCAB, tie_word_embeddings: bool = True,
-        attn_implementation: str = "sdpa", experts_implementation: str = "eager"):
+        attn_implementation: str = "sdpa", experts_implementation: str = "eager", precision: str = "fp32"):
     """A Mixtral-style decoder (RMSNorm, rotary positions, SwiGLU experts, softmax top-k routing) with a shared expert
     in every layer, as DeepSeekMoE adds: transformers' Qwen2-MoE. Every layer is sparse (``decoder_sparse_step=1``).
 
@@ -55,4 +90,4 @@ def moe(*, num_hidden_layers: int, hidden_size: int, num_attention_heads: int, n
         attention_dropout=0.0, output_router_logits=False, use_cache=False, tie_word_embeddings=tie_word_embeddings)
     config._attn_implementation = attn_implementation
     config._experts_implementation = experts_implementation
-    return Qwen2MoeForCausalLM(config)
+    return _with_precision(Qwen2MoeForCausalLM, precision, "moe")(config)

@@ -187,7 +187,9 @@ def lm_loss(model, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
 
 def _cross_entropy(model, inputs: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
     out = model(inputs.long())
-    logits = getattr(out, "logits", out)
+    # a bf16 model (models/lm.py: precision) returns bf16 logits; the softmax over 50,257 tokens and the mean are
+    # taken in float32, as autocast would (``.float()`` of float32 logits is the tensor itself: fp32 is unchanged)
+    logits = getattr(out, "logits", out).float()
     return F.cross_entropy(logits.flatten(0, -2), labels.long().flatten(), reduction=reduction)
 
 
