@@ -110,6 +110,18 @@ def test_the_ground_truth_table_is_the_json():
     assert f'"{sign["verdict"]}"' in text and f'"{sgd["verdict"]}"' in text
     for e in (sign, sgd):
         assert f"x {e['seeds']} seeds" in text, e["experiment"]
+    eq22 = numbers["ground_truth_eq22"]  # Eq 22 against its closed form
+    assert f"({eq22['runs']} runs: B = 4-64, 7 LRs" in text and f"{eq22['seeds']} seeds, probed every step" in text
+    assert ", ".join(f"{x:.1f}" for x in eq22["steps"][:-1]) + f" and {eq22['steps'][-1]:.1f} steps" in text
+    assert (f"B_noise = {interval(eq22['fitted_b_noise'], eq22['fitted_b_noise_ci'])} against the closed form's "
+            f"{eq22['true_b_noise']:.3g} ({100 * eq22['b_noise_error']:+.1f}%)") in text
+    truth = [int(x) for x in eq22["steps_true"]]
+    assert "against " + ", ".join(map(str, truth[:-1])) + f" and {truth[-1]}." in text
+    assert eq22["lr_opt"] == pytest.approx(eq22["lr_true"], rel=1e-5)  # "every fewest-steps LR is the closed form's"
+    ratio = eq22["fitted_b_noise"] / eq22["mccandlish_b_noise"]
+    assert f"**{ratio:.1f} x McCandlish's {eq22['mccandlish_b_noise']:g}**" in text
+    assert f"gives {eq22['eq1_b_noise']:g} and the B_simple measured in training " \
+           f"{interval(eq22['b_simple'], eq22['b_simple_ci'])}" in text
 
 
 def test_the_window_table_is_the_window_gap_json():
