@@ -324,6 +324,8 @@ def test_the_fig2c_run_is_its_json_table_and_budget():
     assert f"rises from {ci(steps[0], 'b_noise')} at 1.5 to {ci(steps[-1], 'b_noise')} at 0.6" in text
     line = numbers["eq21"]["steps"]
     assert line["n_targets"] == 5 and line["inv_alpha_b_ci"][0] > 0
+    assert f"Fig. 2(c) resolves it by the fewest steps: alpha_B = {interval(line['alpha_b'], line['alpha_b_ci'])}." \
+        in " ".join(README.split())
     assert (f"alpha_B = {interval(line['alpha_b'], line['alpha_b_ci'])} and B_* = "
             f"{interval(line['b_star'], line['b_star_ci'])} examples (1/alpha_B = "
             f"{interval(line['inv_alpha_b'], line['inv_alpha_b_ci'])}, above 0)") in text
