@@ -3,11 +3,11 @@
 A point is (workload, batch size, LR, seed, protocol) on some data. Its signature hashes the resolved config, plus
 the fingerprint of the files its task trains on (``tasks.fingerprint``: the same config on other bytes is another
 point), minus the keys that do not change what is measured (``NUISANCE``: where files go, logging, launcher,
-device, thread count, the experiment name, the number of rounds of the sweep it came from, how often it
+device, thread count, ``compile``, the experiment name, the number of rounds of the sweep it came from, how often it
 checkpoints, how often it measures B_simple (its halves give the same gradient, up to rounding), and how reports
-read it; thread count and packing change rounding, which ``train.execution_mode`` records). The same point launched
-from an experiment file or typed on the command line gets the same signature, in whatever order its keys were
-written.
+read it; thread count, packing and compiling change rounding, which ``train.execution_mode`` records). The same
+point launched from an experiment file or typed on the command line gets the same signature, in whatever order its
+keys were written.
 
 Floats enter the hash through ``f"{x:.6g}"``: the paper's grids are linear lattices (Table 1) and ``1e-4 + 2 * 1e-4``
 is not ``3e-4`` in binary; both must name the same point. Integers are kept exact.
@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from surge_repro.tasks import fingerprint
 
-NUISANCE = ("experiment_name", "rounds", "paths", "logger", "device", "threads", "progress", "report", "checkpoint",
-            "noise_scale", "task.root", "task.verify_md5")
+NUISANCE = ("experiment_name", "rounds", "paths", "logger", "device", "threads", "compile", "progress", "report",
+            "checkpoint", "noise_scale", "task.root", "task.verify_md5")
 
 
 def canonical(value: Any) -> Any:

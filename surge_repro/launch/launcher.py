@@ -19,6 +19,14 @@ GPU, pinned to it by ``CUDA_VISIBLE_DEVICES`` before it touches CUDA, and the un
 Each point keeps its own store entry: the store, not Hydra's job directories, holds the results, and relaunching
 skips what is done.
 
+Units train eager unless ``compile`` (a root config key, not part of a point's identity) asks for torch.compile:
+``compile=default`` compiles each step's forward and backward, ``compile=reduce-overhead`` adds CUDA graphs on a GPU
+(``surge_repro/run/engines.py``). Eager is the default because compiling does not pay on a CPU: on this repository's
+2-core machine (torch 2.13, one thread, the CNN, ``reports/bench_compile.py --threads 1``) eager/compiled step time
+was 1.01x for a pack of 32 at B = 1, 0.82x at B = 4, 0.76x at B = 16, and 0.60x and 0.56x for one point at B = 64 and
+256, after 8 to 16 s of compiling per graph (a cold cache). Not yet measured on a GPU, where CUDA graphs may pay at
+small B: run ``python reports/bench_compile.py --mode reduce-overhead`` there before setting it.
+
 The class Hydra instantiates is a thin one in ``hydra_plugins/surge_repro_launcher`` (Hydra only loads launchers
 from that namespace); the logic is here.
 """

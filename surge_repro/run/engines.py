@@ -20,6 +20,13 @@ which engine stepped it. Two engines, one interface (``Engine``):
 Both build a point's initial weights from its seed in the same way (``build_point``), take a step's batches as
 rows x B indices into the task (``take``), and save and load a point in the same checkpoint format (parameters and
 optimizer state by parameter name).
+
+With ``compile`` set (the root config's key; ``compile_mode``) both run their step's forward and backward through
+``torch.compile`` (AOTAutograd compiles the backward with the forward); the optimizer step, the probes and the
+steps that measure B_simple (``noise_scale.measured_step_gradients``, every ``noise_scale.every`` steps) stay eager.
+A pack that shrinks runs padded to a size it compiled for, and compiles again only when it has halved
+(``Pack._losses``): at most log2(P) + 1 graphs for P points, not one per size (``tests/test_compile.py``). Whether it
+pays: ``reports/bench_compile.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ from surge_repro.run import checkpoint
 from surge_repro.run.noise_scale import NoiseScale, measured_step_gradients
 
 FUSED = ("Adam", "AdamW", "SGD", "Adagrad")  # torch has fused kernels for these on CPU and CUDA
+# off: eager. aot_eager: torch.compile's graph capture and AOTAutograd without code generation (no C++ compiler
+# needed; the check that capture keeps the numbers). The rest are torch.compile's inductor modes; reduce-overhead adds
+# CUDA graphs on a GPU (on a CPU it is default).
+COMPILE_MODES = ("off", "aot_eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class Engine(Protocol):
@@ -75,6 +86,29 @@ def build_point(cfg: DictConfig, device: torch.device):
     return model, optimizer, scheduler
 
 
+def compile_mode(cfg: DictConfig) -> str:
+    """The config's ``compile`` key as one of ``COMPILE_MODES`` (YAML reads a bare ``off`` as false)."""
+    value = cfg.get("compile", "off")
+    if value is None or value is False:
+        return "off"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"compile={value!r} is not a compile mode. Fix: compile= one of {', '.join(COMPILE_MODES)}")
+    return str(value)
+
+
+def compiled(fn, mode: str):
+    """``fn`` through ``torch.compile`` in ``mode`` (``compile_mode``), or ``fn`` itself when ``mode`` is off."""
+    if mode == "off":
+        return fn
+    # One engine trains at a time in a process, and torch caches graphs per function (this one's code is every
+    # engine's): forget the last engine's graphs, so they do not count toward torch's recompile limit, past which
+    # it would run this engine eagerly without saying so
+    torch.compiler.reset()
+    if mode == "aot_eager":
+        return torch.compile(fn, backend="aot_eager")
+    return torch.compile(fn, mode=mode)
+
+
 def has_batch_norm(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -87,13 +121,14 @@ class Single:
         self.model, self.optimizer, self.scheduler = build_point(cfg, device)
         self.names = [name for name, _ in self.model.named_parameters()]
         self.batch_norm = has_batch_norm(self.model)
+        self.loss = compiled(lambda batch: task.loss(self.model, batch), compile_mode(cfg))
 
     def take(self, task, index: torch.Tensor) -> tuple:
         return task.take(index[0])
 
     def train_step(self, batch: tuple, noise: list[NoiseScale] | None = None) -> torch.Tensor:
         return train_step(self.model, self.optimizer, self.scheduler, self.task, batch,
-                          noise[0] if noise else None).view(1)
+                          noise[0] if noise else None, loss=self.loss).view(1)
 
     def probe(self, rows: list[int], probe_batch: tuple) -> list[float]:
         return [probe_model(self.model, self.task, probe_batch)] if rows else []
@@ -145,12 +180,14 @@ def probe_model(model: torch.nn.Module, task, probe_batch: tuple) -> float:
     return value
 
 
-def train_step(model, optimizer, scheduler, task, batch, noise: NoiseScale | None = None) -> torch.Tensor:
+def train_step(model, optimizer, scheduler, task, batch, noise: NoiseScale | None = None,
+               loss=None) -> torch.Tensor:
     """One optimizer step of one point; returns its minibatch loss (before the step). With ``noise`` the gradient
-    is taken as the weighted mean of the batch's two halves' gradients, which measures B_simple (``noise_scale``)."""
+    is taken as the weighted mean of the batch's two halves' gradients, which measures B_simple (``noise_scale``).
+    ``loss``: the model's loss of a batch (``Single``'s, compiled or not); the task's by default."""
     optimizer.zero_grad(set_to_none=True)
     if noise is None:
-        loss = task.loss(model, batch)
+        loss = loss(batch) if loss is not None else task.loss(model, batch)
         loss.backward()
     else:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -213,6 +250,9 @@ class Pack:
         self.point_lrs = [float(lr) for lr in lrs]  # as configured (the float32 stack rounds them)
         self.batch_norm = False  # packing refuses BatchNorm (``packing.why_not_packable``)
         self.buffers, self.optimizer, self.scheduler = self._optimizer()
+        self.compile = compile_mode(cfg)
+        self.losses = compiled(lambda params, *batch: vmap(self.point_loss)(params, *batch), self.compile)
+        self.sizes: list[int] = []  # the pack sizes ``losses`` has been compiled for
 
     @classmethod
     def build(cls, cfgs: list[DictConfig], task, device: torch.device) -> "Pack":
@@ -281,7 +321,7 @@ class Pack:
         ...); returns the points' minibatch losses (before the step), as the sequential loop sees them. ``noise``
         (one ``NoiseScale`` per row) measures B_simple from the batch's halves, as ``train_step`` does."""
         if noise is None:
-            losses = vmap(self.point_loss)(self.params, *batch)
+            losses = self._losses(batch)
             losses.sum().backward()  # the points are independent: each gets the gradient of its own loss
         else:
             params = list(self.params.values())
@@ -293,6 +333,27 @@ class Pack:
                 noise[row].add(d, f, sizes)
         self._optimizer_step()
         return losses.detach()
+
+    def _losses(self, batch: tuple) -> torch.Tensor:
+        """The rows' losses of ``batch``, vmapped; compiled, at one of a few stack sizes. The stack's leading
+        dimension cannot be dynamic: vmap turns a convolution over stacked weights into one grouped convolution,
+        whose group count torch.compile specialises. So a pack that shrank runs at the smallest size compiled so
+        far, its extra rows copies of row 0 whose results are dropped (rows are independent: each row's loss and
+        gradient are the same bits at any stack size, ``tests/test_compile.py``), until more than half the rows
+        would be such copies; then it compiles for its own size. A pack of P points compiles at most
+        log2(P) + 1 times, and does at most twice the work of its live rows."""
+        rows = len(self.point_lrs)
+        if self.compile == "off":
+            return self.losses(self.params, *batch)
+        size = min((s for s in self.sizes if rows <= s < 2 * rows), default=None)
+        if size is None:
+            size = rows
+            self.sizes.append(rows)
+        params, pad = self.params, size - rows
+        if pad:
+            params = {k: torch.cat([v, v[:1].detach().expand(pad, *v.shape[1:])]) for k, v in params.items()}
+            batch = tuple(torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in batch)
+        return self.losses(params, *batch)[:rows]
 
     def take(self, task, index: torch.Tensor) -> tuple:
         return task.take(index)

@@ -33,7 +33,7 @@ from surge_repro.config import build, validate
 from surge_repro.mirror import Mirror, history_keys, run_id, summary_keys
 from surge_repro.point import identity, signature
 from surge_repro.run import checkpoint
-from surge_repro.run.engines import Engine, Pack, Single
+from surge_repro.run.engines import Engine, Pack, Single, compile_mode
 from surge_repro.run.noise_scale import NoiseScale
 from surge_repro.run.packing import split
 from surge_repro.run.protocol import DIVERGED, TargetTracker
@@ -121,11 +121,14 @@ def setup(cfg: DictConfig, task: Task) -> tuple[torch.device, Task]:
     return device, task.to(device)
 
 
-def execution_mode(device: torch.device, packed: bool) -> dict:
+def execution_mode(device: torch.device, packed: bool, compile: str = "off") -> dict:
     """How a point trains, beyond its identity: alone or packed (vmap's batched kernels), the CPU threads (a
-    kernel's reductions split by thread count) and the device. Runs of one point in one mode give the same bits; in
-    two modes they agree to float rounding, which training amplifies (the README's "what can go wrong")."""
-    return {"packed": bool(packed), "threads": torch.get_num_threads(), "device": device.type}
+    kernel's reductions split by thread count), the device and, when not eager, the ``compile`` mode (generated
+    kernels order float operations their own way). Runs of one point in one mode give the same bits; in two modes
+    they agree to float rounding, which training amplifies (the README's "what can go wrong"). An eager run records
+    no compile key, so its mode reads as it did before the key existed (and its checkpoints resume as they were)."""
+    mode = {"packed": bool(packed), "threads": torch.get_num_threads(), "device": device.type}
+    return mode if compile == "off" else {**mode, "compile": compile}
 
 
 def keep_mode(name: str, state: dict, device: torch.device) -> None:
@@ -192,7 +195,7 @@ class PointRun:
     def __init__(self, cfg: DictConfig, point: PointDir, sig: str, initial_loss: float | None, device: torch.device,
                  pack: dict | None = None, resume: dict | None = None, mode_change: str | None = None):
         self.cfg, self.point, self.sig, self.device, self.pack = cfg, point, sig, device, pack
-        mode = execution_mode(device, packed=pack is not None)
+        mode = execution_mode(device, packed=pack is not None, compile=compile_mode(cfg))
         self.identity = identity(cfg)  # at the run's start: what it trains on now, as its signature said
         self.batch_size = int(cfg.batch)
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -220,7 +223,10 @@ class PointRun:
             self.resumed = resume["resumed"] + [self.step]
             self.mode, self.mode_changes = resume["mode"], resume["mode_changes"]
             if mode != self.mode or mode_change:  # a device or pack-mates that could not be kept (``keep_mode``)
-                why = mode_change or f"resumed on {mode['device']}, trained on {self.mode['device']}"
+                why = mode_change or (f"resumed on {mode['device']}, trained on {self.mode['device']}"
+                                      if mode["device"] != self.mode["device"] else
+                                      f"resumed with compile={mode.get('compile', 'off')}, trained with "
+                                      f"compile={self.mode.get('compile', 'off')}")
                 self.mode_changes = self.mode_changes + [{"step": self.step, "mode": mode, "why": why}]
         self.mirror = Mirror(cfg.logger, group=cfg.experiment_name, name=sig, config=resolved, directory=point.path,
                              run_id=run_id(cfg.experiment_name, sig))
