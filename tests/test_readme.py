@@ -351,3 +351,14 @@ def test_the_fig2c_run_is_its_json_table_and_budget():
     needed = re.findall(r"^\s+(\d+)\s+\d+\s+5\s+(\d+)\s", budget["steps"].split("at target 1 from")[1]
                         .split("seed budget")[0], re.M)
     assert [int(n) for b, n in needed if b in ("664", "764")] == [512, 2048] and "need 512 and 2048 seeds" in text
+
+
+def test_the_compile_sentence_is_its_benchmark_json():
+    text = " ".join(section("`compile=default`", "**W&B**").split())
+    rows = json.loads((EXAMPLES / "bench_compile_cpu.json").read_text())["rows"]
+    pack = [r for r in rows if r["kind"] == "pack"]
+    single = [r for r in rows if r["kind"] == "single"]
+    assert [r["batch"] for r in pack] == [1, 4, 16] and {r["points"] for r in pack} == {32}
+    assert ", ".join(f"{r['ratio']:.2f}x" for r in pack[:-1]) + f" and {pack[-1]['ratio']:.2f}x for packs of 32" in text
+    assert " and ".join(f"{r['ratio']:.2g}x" for r in single) + " for one point at B = 64 and 256" in text
+    assert max(r["ratio"] for r in rows) < 1.05 and "so eager is the default" in text  # "did not pay"
