@@ -118,6 +118,8 @@ def test_the_ground_truth_table_is_the_json():
     truth = [int(x) for x in eq22["steps_true"]]
     assert "against " + ", ".join(map(str, truth[:-1])) + f" and {truth[-1]}." in text
     assert eq22["lr_opt"] == pytest.approx(eq22["lr_true"], rel=1e-5)  # "every fewest-steps LR is the closed form's"
+    assert (f"(Eq 22: {interval(eq22['fitted_b_noise'], eq22['fitted_b_noise_ci'])} recovered, closed form "
+            f"{eq22['true_b_noise']:.3g})") in README  # the table of figures
     ratio = eq22["fitted_b_noise"] / eq22["mccandlish_b_noise"]
     assert f"**{ratio:.1f} x McCandlish's {eq22['mccandlish_b_noise']:g}**" in text
     assert f"gives {eq22['eq1_b_noise']:g} and the B_simple measured in training " \
@@ -326,6 +328,7 @@ def test_the_fig2c_run_is_its_json_table_and_budget():
     assert line["n_targets"] == 5 and line["inv_alpha_b_ci"][0] > 0
     assert f"Fig. 2(c) resolves it by the fewest steps: alpha_B = {interval(line['alpha_b'], line['alpha_b_ci'])}." \
         in " ".join(README.split())
+    assert f"(Fig. 2(c), fewest steps: alpha_B = {interval(line['alpha_b'], line['alpha_b_ci'])})" in README  # table
     assert (f"alpha_B = {interval(line['alpha_b'], line['alpha_b_ci'])} and B_* = "
             f"{interval(line['b_star'], line['b_star_ci'])} examples (1/alpha_B = "
             f"{interval(line['inv_alpha_b'], line['inv_alpha_b_ci'])}, above 0)") in text
