@@ -177,14 +177,12 @@ def bench_lm(device: torch.device, window: float, shape: dict | None = None, bat
 def steps_per_point(source: Path | str, experiment: str) -> dict[int, float]:
     """The mean steps a point ran at each batch size in a round of ``experiment``: from a store (a folder), or
     ``"examples"``, the committed tidy table ``reports/examples/<experiment>.csv.gz`` (so a bare machine has one)."""
-    import pandas as pd
+    from surge_repro.store import load_grid, read_table
 
     try:
         if str(source) == "examples":
-            table = pd.read_csv(EXAMPLES / f"{experiment}.csv.gz")
+            table = read_table(EXAMPLES / f"{experiment}.csv.gz")
         else:
-            from surge_repro.store import load_grid
-
             table = load_grid(Path(source), experiment)
     except Exception:  # no store, no such experiment in it: the projection falls back to the step cap
         return {}

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
-from surge_repro.store import MIRRORED
+from surge_repro.store import MIRRORED, read_stream
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +241,6 @@ class Mirror:
 
 
 
-def _lines(path: Path) -> list[dict]:
-    """The records of a jsonl stream of the store; a line cut short by a killed writer is skipped."""
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
-
 def mirror_point(folder: Path, logger_cfg: Any, experiment: str) -> str | None:
     """Replay one finished point of the store into its W&B run (metrics and events as history, the summary as
     ``summary_keys``); returns the offline run's directory (for ``wandb sync``), or None when online or failed."""
@@ -261,10 +249,10 @@ def mirror_point(folder: Path, logger_cfg: Any, experiment: str) -> str | None:
     summary = json.loads((folder / "summary.json").read_text())
     config = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")) if (folder / "config.yaml").exists() else {}
     rows: dict[int, dict] = {}
-    for record in _lines(folder / "metrics.jsonl"):
+    for record in read_stream(folder / "metrics.jsonl"):
         rows.setdefault(int(record["step"]), {}).update({k: v for k, v in record.items() if k != "step"})
     by_step: dict[int, list[dict]] = {}
-    for event in _lines(folder / "events.jsonl"):
+    for event in read_stream(folder / "events.jsonl"):
         by_step.setdefault(int(event.get("step", 0)), []).append(event)
     for step, events in by_step.items():
         rows.setdefault(step, {}).update(history_keys(events))

@@ -337,6 +337,19 @@ class PointDir:
                 (self.path / name).unlink()
 
 
+def read_stream(path: Path) -> list[dict]:
+    """The records of a point's jsonl stream (``PointDir.append`` writes them); a line cut short by a killed writer
+    is skipped, the others still hold; none where the file does not exist."""
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
 def point_dirs(store: str | Path, experiment: str) -> list[Path]:
     root = Path(store) / experiment
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._") if root.is_dir() else []

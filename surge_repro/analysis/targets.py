@@ -51,7 +51,6 @@ The rules, and why:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -61,8 +60,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from surge_repro.run.protocol import NEW_BEST
+from surge_repro.store import FINAL, PointDir, point_dirs, read_stream
+
 NOISE_SDS = 3.0  # the shallowest level clears the initial loss by this many SDs of the seeds' initial losses
-STALL = 1e-3  # a new best probe loss is one below the best by this fraction (protocol.TargetTracker's rule)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def seen(curve: Curve, caps: Caps) -> np.ndarray:
         if s > caps.max_steps or (s > 0 and (s - 1) * b >= caps.max_examples) or stalled_before:
             break
         keep[i] = True
-        if v < best * (1 - STALL):
+        if v < best * (1 - NEW_BEST):
             best, best_examples = v, s * b
     return keep
 
@@ -256,15 +257,10 @@ def read_curve(folder: Path, summary: dict) -> Curve:
                                                None else [])
         for w, value in enumerate(windows, 1):
             points.setdefault(s + w * k, float(value))
-    metrics, dense = folder / "metrics.jsonl", False
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a run killed mid-line: its other lines still hold
-                continue
-            if "probe_loss" in rec:
-                points[int(rec["step"])], dense = float(rec["probe_loss"]), True
+    dense = False
+    for rec in read_stream(folder / "metrics.jsonl"):
+        if "probe_loss" in rec:
+            points[int(rec["step"])], dense = float(rec["probe_loss"]), True
     steps = np.array(sorted(points), float)
     p = summary["point"]
     return Curve(int(p["batch_size"]), float(p["lr"]), int(p["seed"]), summary["status"], steps,
@@ -273,8 +269,6 @@ def read_curve(folder: Path, summary: dict) -> Curve:
 
 def read_pilot(store: str | Path, experiment: str, seeds: Sequence[int] | None = None) -> list[Curve]:
     """The curves of an experiment's finished runs (done, capped, diverged) in the store, of ``seeds`` if given."""
-    from surge_repro.store import FINAL, PointDir, point_dirs
-
     curves = []
     for folder in point_dirs(store, experiment):
         summary = PointDir(store, experiment, folder.name).summary()

@@ -66,6 +66,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 RUNNING, DONE, DIVERGED, CAPPED = "running", "done", "diverged", "capped"
+NEW_BEST = 1e-3  # a probe loss is a new best (resetting the stall clock) when it is below the best by this fraction
 
 
 @dataclass
@@ -199,7 +200,7 @@ class TargetTracker:
                     events.append(self._cross(step, value, target))
                     self._close = []
             self._probed, self._probed_loss = step, value
-            if value < self._best[0] * (1 - 1e-3):
+            if value < self._best[0] * (1 - NEW_BEST):
                 self._best = (value, step * self.batch_size)
             if step >= self._next_probe:
                 self._schedule(step, value)

@@ -114,14 +114,18 @@ class QuadraticTask(TensorTask):
         return quad + sigma * projection.mean()
 
 
+def _check_shape(name: str, size: int, dim: int, noise: float, fix: str) -> None:
+    if not 0 < size < _SEED_STRIDE or dim < 2 or noise <= 0:
+        raise ValueError(f"task {name}: need 0 < size < {_SEED_STRIDE}, dim >= 2 and noise > 0 (got size={size}, "
+                         f"dim={dim}, noise={noise}). Fix: {fix}")
+
+
 def noisy_quadratic(*, name: str = "noisy_quadratic", dim: int = 64, rho: float = 0.5, noise: float = 17.9,
                     size: int = 65536, data_seed: int = 0, batch_unit: str = "examples") -> QuadraticTask:
     if not 0 <= rho < 1:
         raise ValueError(f"task {name}: rho={rho} must be in [0, 1) for H = (1-rho) I + rho 11^T to be positive "
                          f"definite. Fix: task.rho=0.5")
-    if not 0 < size < _SEED_STRIDE or dim < 2 or noise <= 0:
-        raise ValueError(f"task {name}: need 0 < size < {_SEED_STRIDE}, dim >= 2 and noise > 0 (got size={size}, "
-                         f"dim={dim}, noise={noise}). Fix: task.size=65536 task.dim=64 task.noise=17.9")
+    _check_shape(name, size, dim, noise, "task.size=65536 task.dim=64 task.noise=17.9")
     index = torch.arange(size)
     return QuadraticTask(name, index, index, batch_unit=batch_unit, dim=dim, rho=rho, noise=noise,
                          data_seed=data_seed)
@@ -141,9 +145,7 @@ class IsotropicQuadraticTask(QuadraticTask):
 
 def isotropic_quadratic(*, name: str = "isotropic_quadratic", dim: int = 1024, noise: float = 4.0,
                         size: int = 65536, data_seed: int = 0, batch_unit: str = "examples") -> IsotropicQuadraticTask:
-    if not 0 < size < _SEED_STRIDE or dim < 2 or noise <= 0:
-        raise ValueError(f"task {name}: need 0 < size < {_SEED_STRIDE}, dim >= 2 and noise > 0 (got size={size}, "
-                         f"dim={dim}, noise={noise}). Fix: task.size=65536 task.dim=1024 task.noise=4")
+    _check_shape(name, size, dim, noise, "task.size=65536 task.dim=1024 task.noise=4")
     index = torch.arange(size)
     return IsotropicQuadraticTask(name, index, index, batch_unit=batch_unit, dim=dim, rho=0.0, noise=noise,
                                   data_seed=data_seed)
