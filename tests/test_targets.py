@@ -144,3 +144,10 @@ def test_a_pilot_that_never_leaves_the_initial_loss_is_refused_with_the_batch_si
             c.loss[:] = L0 + 0.001 * c.seed  # B = 256's other LR, flat at the initial loss
     with pytest.raises(ValueError, match=r"at B = 256 no LR.*Fix: widen the LR grid"):
         tg.propose(curves, CAPS, n=5)
+
+
+def test_the_stall_rule_is_the_protocols():
+    from surge_repro.analysis import targets
+    from surge_repro.run import protocol
+
+    assert targets.NEW_BEST == protocol.NEW_BEST
